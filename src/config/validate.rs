@@ -1,0 +1,747 @@
+//! Validation: file structs ([`super::raw`]) → public [`Config`], collecting every problem
+//! with its path and line:column instead of stopping at the first.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use super::raw::{RawConfig, RawSource, S};
+use super::units::{self, RawSize};
+use super::{
+    Admin, Config, Deny, FieldError, IdentifierSource, Identifiers, Limits, ListFiles, Listener,
+    Lists, Location, Reload, Restrictions, Route, Timeouts, TlsFiles,
+};
+
+/// Largest accepted `limits.max_json_depth` (serde_json's own recursion limit).
+const MAX_JSON_DEPTH: u64 = 128;
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    /// Records an error at the location of `at`.
+    fn at<T>(&mut self, path: impl Display, at: &S<T>, message: impl Into<String>) {
+        self.loc(path, Some(&at.referenced), message);
+    }
+
+    fn loc(
+        &mut self,
+        path: impl Display,
+        loc: Option<&serde_saphyr::Location>,
+        message: impl Into<String>,
+    ) {
+        let known = loc.filter(|l| l.line() > 0);
+        self.0.push(FieldError {
+            path: path.to_string(),
+            line: known.and_then(|l| usize::try_from(l.line()).ok()),
+            column: known.and_then(|l| usize::try_from(l.column()).ok()),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldError>> {
+    let mut e = Errors::default();
+
+    let listen = listeners(&raw, base, &mut e);
+    let upstream = upstream(&raw.upstream, &mut e);
+    let admin = admin(&raw, &listen, &mut e);
+    let lists = lists(&raw, base, &mut e);
+    let identifiers = identifiers(&raw, &mut e);
+    let routes = routes(&raw, &mut e);
+    let deny = deny(&raw, &mut e);
+    let limits = limits(&raw, &mut e);
+    let timeouts = timeouts(&raw, &mut e);
+    let reload = reload(&raw, &mut e);
+
+    let restrictions = raw
+        .restrictions
+        .as_ref()
+        .map_or_else(Restrictions::default, |r| {
+            let d = Restrictions::default();
+            Restrictions {
+                allowlist: r.allowlist.unwrap_or(d.allowlist),
+                blocklist: r.blocklist.unwrap_or(d.blocklist),
+                block_email_subaddresses: r
+                    .block_email_subaddresses
+                    .unwrap_or(d.block_email_subaddresses),
+                block_disposable_email_domains: r
+                    .block_disposable_email_domains
+                    .unwrap_or(d.block_disposable_email_domains),
+                allowlist_blocklist_disabled_on_sign_in: r
+                    .allowlist_blocklist_disabled_on_sign_in
+                    .unwrap_or(d.allowlist_blocklist_disabled_on_sign_in),
+            }
+        });
+
+    match upstream {
+        Some(upstream) if e.0.is_empty() => Ok(Config {
+            listen: listen.into_iter().map(|(l, _)| l).collect(),
+            upstream,
+            admin,
+            lists,
+            precedence: raw.precedence.unwrap_or_default(),
+            restrictions,
+            identifiers,
+            routes,
+            deny,
+            limits,
+            timeouts,
+            reload,
+        }),
+        _ => Err(e.0),
+    }
+}
+
+/// Listeners with their index in the file (kept for error messages).
+fn listeners(raw: &RawConfig, base: &Path, e: &mut Errors) -> Vec<(Listener, usize)> {
+    if raw.listen.value.is_empty() {
+        e.at("listen", &raw.listen, "needs at least one listener");
+    }
+    let mut out: Vec<(Listener, usize)> = Vec::new();
+    for (i, l) in raw.listen.value.iter().enumerate() {
+        let path = format!("listen[{i}].addr");
+        let tls = l.value.tls.as_ref().map(|t| {
+            e.at(
+                format!("listen[{i}].tls"),
+                t,
+                "TLS listeners are not available in this version yet",
+            );
+            TlsFiles {
+                cert: base.join(&t.value.cert.value),
+                key: base.join(&t.value.key.value),
+            }
+        });
+        let Some(addr) = socket_addr(&l.value.addr, &path, e) else {
+            continue;
+        };
+        if let Some((_, j)) = out.iter().find(|(other, _)| conflicts(other.addr, addr)) {
+            e.at(
+                &path,
+                &l.value.addr,
+                format!("{addr} overlaps listen[{j}].addr"),
+            );
+        }
+        out.push((Listener { addr, tls }, i));
+    }
+    out
+}
+
+/// Whether two listeners cannot both bind (port 0 picks a free port, so it never conflicts).
+fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn socket_addr(s: &S<String>, path: &str, e: &mut Errors) -> Option<SocketAddr> {
+    match s.value.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            e.at(
+                path,
+                s,
+                format!(
+                    "`{}` is not an IP address with a port, like 127.0.0.1:8080 or [::1]:8080",
+                    s.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn upstream(s: &S<String>, e: &mut Errors) -> Option<http::Uri> {
+    let uri = match s.value.trim().parse::<http::Uri>() {
+        Ok(u) => u,
+        Err(err) => {
+            e.at("upstream", s, format!("not a URL: {err}"));
+            return None;
+        }
+    };
+    let problem = match (uri.scheme_str(), uri.authority()) {
+        (None, _) => Some("must start with http://, like http://127.0.0.1:3000".to_owned()),
+        (Some("https"), _) => {
+            Some("https:// upstreams are not available in this version yet; use http://".into())
+        }
+        (Some("http"), None) => Some("needs a host".to_owned()),
+        (Some("http"), Some(a)) if a.as_str().contains('@') => {
+            Some("must not contain user info (`user@`)".to_owned())
+        }
+        (Some("http"), Some(a)) if a.host().is_empty() => Some("needs a host".to_owned()),
+        (Some("http"), Some(_)) => {
+            if uri.query().is_some() {
+                Some("must not have a query".to_owned())
+            } else if !matches!(uri.path(), "" | "/") {
+                Some(format!(
+                    "must not have a path (found `{}`): request paths are forwarded unchanged",
+                    uri.path()
+                ))
+            } else {
+                None
+            }
+        }
+        (Some(other), _) => Some(format!("scheme `{other}` is not supported; use http://")),
+    };
+    match problem {
+        Some(p) => {
+            e.at("upstream", s, p);
+            None
+        }
+        None => Some(uri),
+    }
+}
+
+fn admin(raw: &RawConfig, listen: &[(Listener, usize)], e: &mut Errors) -> Admin {
+    let mut admin = Admin::default();
+    let Some(r) = &raw.admin else {
+        check_admin_listen(admin.listen, None, listen, e);
+        return admin;
+    };
+    if let Some(l) = &r.listen
+        && let Some(addr) = socket_addr(l, "admin.listen", e)
+    {
+        admin.listen = addr;
+    }
+    check_admin_listen(admin.listen, r.listen.as_ref(), listen, e);
+    for (i, key) in r.secret_keys.iter().flatten().enumerate() {
+        let path = format!("admin.secret_keys[{i}]");
+        if key.value.is_empty() {
+            e.at(path, key, "is empty");
+        } else if key
+            .value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            e.at(path, key, "must not contain blanks or control characters");
+        } else {
+            admin.secret_keys.push(key.value.clone());
+        }
+    }
+    if let Some(id) = &r.magic_client_id {
+        if id.value.trim().is_empty() {
+            e.at(
+                "admin.magic_client_id",
+                id,
+                "is empty; remove it or set a client id",
+            );
+        } else {
+            admin.magic_client_id = Some(id.value.clone());
+        }
+    }
+    admin
+}
+
+fn check_admin_listen(
+    addr: SocketAddr,
+    at: Option<&S<String>>,
+    listen: &[(Listener, usize)],
+    e: &mut Errors,
+) {
+    if let Some((_, j)) = listen.iter().find(|(l, _)| conflicts(l.addr, addr)) {
+        e.loc(
+            "admin.listen",
+            at.map(|s| &s.referenced),
+            format!(
+                "{addr} overlaps proxy listener listen[{j}].addr; the admin port must be separate"
+            ),
+        );
+    }
+}
+
+fn lists(raw: &RawConfig, base: &Path, e: &mut Errors) -> Lists {
+    let mut lists = Lists::default();
+    let Some(r) = &raw.lists else {
+        return lists;
+    };
+    if let Some(m) = &r.max_entries {
+        match usize::try_from(m.value) {
+            Ok(0) => e.at("lists.max_entries", m, "must be at least 1"),
+            Ok(n) => lists.max_entries = n,
+            Err(_) => e.at("lists.max_entries", m, "is too large"),
+        }
+    }
+    for (name, entries, out) in [
+        ("allow", &r.allow, &mut lists.allow),
+        ("block", &r.block, &mut lists.block),
+    ] {
+        if let Some(entries) = entries {
+            if entries.value.len() > lists.max_entries {
+                e.at(
+                    format!("lists.{name}"),
+                    entries,
+                    format!(
+                        "has {} entries, more than lists.max_entries ({})",
+                        entries.value.len(),
+                        lists.max_entries
+                    ),
+                );
+            }
+            out.clone_from(&entries.value);
+        }
+    }
+    if let Some(files) = &r.files {
+        let mut resolved = ListFiles::default();
+        for (name, paths, out) in [
+            ("allow", &files.allow, &mut resolved.allow),
+            ("block", &files.block, &mut resolved.block),
+        ] {
+            for (i, p) in paths.iter().flatten().enumerate() {
+                if p.value.trim().is_empty() {
+                    e.at(format!("lists.files.{name}[{i}]"), p, "is an empty path");
+                } else {
+                    out.push(base.join(&p.value));
+                }
+            }
+        }
+        lists.files = resolved;
+    }
+    lists
+}
+
+fn identifiers(raw: &RawConfig, e: &mut Errors) -> Identifiers {
+    let region = raw
+        .identifiers
+        .as_ref()
+        .and_then(|i| i.default_phone_region.as_ref());
+    let Some(region) = region else {
+        return Identifiers::default();
+    };
+    let v = region.value.trim();
+    if v.len() == 2 && v.chars().all(|c| c.is_ascii_alphabetic()) {
+        Identifiers {
+            default_phone_region: Some(v.to_ascii_uppercase()),
+        }
+    } else {
+        e.at(
+            "identifiers.default_phone_region",
+            region,
+            format!("`{v}` is not a two-letter region code like US or GB"),
+        );
+        Identifiers::default()
+    }
+}
+
+fn routes(raw: &RawConfig, e: &mut Errors) -> Vec<Route> {
+    let mut out = Vec::new();
+    let mut names: FxHashMap<&str, usize> = FxHashMap::default();
+    // (normalized path, method) → route index
+    let mut gated: FxHashMap<(String, http::Method), usize> = FxHashMap::default();
+    for (i, r) in raw.routes.iter().flatten().enumerate() {
+        let r = &r.value;
+        let p = |field: &str| format!("routes[{i}].{field}");
+
+        let name = r.name.value.as_str();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            e.at(
+                p("name"),
+                &r.name,
+                format!("`{name}` must match [a-z0-9_-]+"),
+            );
+        } else if let Some(j) = names.insert(name, i) {
+            e.at(
+                p("name"),
+                &r.name,
+                format!("`{name}` is already the name of routes[{j}]"),
+            );
+        }
+
+        let mut methods: Vec<http::Method> = Vec::new();
+        match &r.methods {
+            None => methods.push(http::Method::POST),
+            Some(list) if list.value.is_empty() => {
+                e.at(
+                    p("methods"),
+                    list,
+                    "needs at least one method (default: [POST])",
+                );
+            }
+            Some(list) => {
+                for (k, m) in list.value.iter().enumerate() {
+                    let upper = m.value.trim().to_ascii_uppercase();
+                    match http::Method::from_bytes(upper.as_bytes()) {
+                        Ok(_) if upper.is_empty() => {
+                            e.at(format!("routes[{i}].methods[{k}]"), m, "is empty");
+                        }
+                        Ok(method) if methods.contains(&method) => {
+                            e.at(
+                                format!("routes[{i}].methods[{k}]"),
+                                m,
+                                format!("{method} is listed twice"),
+                            );
+                        }
+                        Ok(method) => methods.push(method),
+                        Err(_) => e.at(
+                            format!("routes[{i}].methods[{k}]"),
+                            m,
+                            format!("`{}` is not a valid HTTP method token", m.value),
+                        ),
+                    }
+                }
+            }
+        }
+
+        let path = r.path.value.as_str();
+        match route_path(path) {
+            Err(msg) => e.at(p("path"), &r.path, msg),
+            Ok(()) => {
+                let key = normalized(path);
+                for m in &methods {
+                    if let Some(j) = gated.insert((key.clone(), m.clone()), i) {
+                        e.at(
+                            p("path"),
+                            &r.path,
+                            format!("{m} {path} is already gated by routes[{j}]"),
+                        );
+                    }
+                }
+            }
+        }
+
+        if r.identifier.value.is_empty() {
+            e.at(
+                p("identifier"),
+                &r.identifier,
+                "needs at least one source, like `- json: /email`",
+            );
+        }
+        let mut identifier = Vec::new();
+        for (k, s) in r.identifier.value.iter().enumerate() {
+            if let Some(source) = source(
+                &s.value,
+                &s.referenced,
+                &format!("routes[{i}].identifier[{k}]"),
+                e,
+            ) {
+                identifier.push(source);
+            }
+        }
+
+        let body_limit = r
+            .body_limit
+            .as_ref()
+            .and_then(|b| positive_size(b, &p("body_limit"), e));
+
+        out.push(Route {
+            name: name.to_owned(),
+            methods,
+            path: path.to_owned(),
+            kind: r.kind,
+            identifier,
+            optional: r.optional.unwrap_or(false),
+            pass_safe_methods: r.pass_safe_methods.unwrap_or(false),
+            body_limit,
+        });
+    }
+    out
+}
+
+/// Checks the syntax of a route path as written in the config.
+fn route_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("`{path}` must start with '/'"));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| matches!(c, '?' | '#' | '*' | '%' | ';' | '\\'))
+    {
+        return Err(format!(
+            "`{path}` must not contain '{c}' (write the plain, decoded path without query or patterns)"
+        ));
+    }
+    if path.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "`{}` must contain only visible ASCII characters",
+            path.escape_debug()
+        ));
+    }
+    let inner = path.strip_suffix('/').unwrap_or(path);
+    if inner
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        && path != "/"
+    {
+        return Err(format!(
+            "`{path}` must not contain empty, '.' or '..' segments"
+        ));
+    }
+    Ok(())
+}
+
+/// The form used to detect duplicate routes: lowercase, no trailing slash.
+fn normalized(path: &str) -> String {
+    let lower = path.to_ascii_lowercase();
+    match lower.strip_suffix('/') {
+        Some(s) if !s.is_empty() => s.to_owned(),
+        _ => lower,
+    }
+}
+
+fn source(
+    s: &RawSource,
+    at: &serde_saphyr::Location,
+    path: &str,
+    e: &mut Errors,
+) -> Option<IdentifierSource> {
+    let given: Vec<(&str, &S<String>)> = [
+        ("json", &s.json),
+        ("form", &s.form),
+        ("multipart", &s.multipart),
+        ("query", &s.query),
+        ("header", &s.header),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect();
+    let (key, value) = match given.as_slice() {
+        [] => {
+            e.loc(
+                path,
+                Some(at),
+                "needs one of `json`, `form`, `multipart`, `query` or `header`",
+            );
+            return None;
+        }
+        [one] => *one,
+        [(a, _), (b, second), ..] => {
+            e.at(
+                path,
+                second,
+                format!("has both `{a}` and `{b}`; give one location per list item"),
+            );
+            return None;
+        }
+    };
+    let field = format!("{path}.{key}");
+    let v = value.value.as_str();
+    let location = match key {
+        "json" => match json_pointer(v) {
+            Ok(()) => Location::Json(v.to_owned()),
+            Err(msg) => {
+                e.at(field, value, msg);
+                return None;
+            }
+        },
+        "header" => match http::HeaderName::from_bytes(v.as_bytes()) {
+            Ok(h) => Location::Header(h.as_str().to_owned()),
+            Err(_) => {
+                e.at(
+                    field,
+                    value,
+                    format!("`{}` is not a valid header name", v.escape_debug()),
+                );
+                return None;
+            }
+        },
+        _ => {
+            if v.is_empty() || v.chars().any(char::is_control) {
+                e.at(
+                    field,
+                    value,
+                    "must be a non-empty field name without control characters",
+                );
+                return None;
+            }
+            match key {
+                "form" => Location::Form(v.to_owned()),
+                "multipart" => Location::Multipart(v.to_owned()),
+                _ => Location::Query(v.to_owned()),
+            }
+        }
+    };
+    Some(IdentifierSource {
+        location,
+        kind: s.kind,
+    })
+}
+
+/// RFC 6901 JSON pointer, required to be non-empty (the whole document is never an identifier).
+fn json_pointer(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!(
+            "`{}` is not a JSON pointer: it must start with '/', like /email",
+            p.escape_debug()
+        ));
+    }
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "`{}`: '~' must be followed by 0 or 1 (RFC 6901 escapes ~0 and ~1)",
+                p.escape_debug()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn positive_size(s: &S<RawSize>, path: &str, e: &mut Errors) -> Option<u64> {
+    match units::size(&s.value) {
+        Ok(0) => {
+            e.at(path, s, "must be greater than 0");
+            None
+        }
+        Ok(n) => Some(n),
+        Err(msg) => {
+            e.at(path, s, msg);
+            None
+        }
+    }
+}
+
+fn deny(raw: &RawConfig, e: &mut Errors) -> Deny {
+    let mut deny = Deny::default();
+    let Some(r) = &raw.deny else {
+        return deny;
+    };
+    if let Some(s) = &r.status {
+        let code = u16::try_from(s.value)
+            .ok()
+            .filter(|c| (400..=599).contains(c))
+            .and_then(|c| http::StatusCode::from_u16(c).ok());
+        match code {
+            Some(c) => deny.status = c,
+            None => e.at("deny.status", s, format!("{} is not in 400..=599", s.value)),
+        }
+    }
+    if let Some(r) = &r.redirect {
+        match redirect(&r.value) {
+            Ok(()) => deny.redirect = Some(r.value.clone()),
+            Err(msg) => e.at("deny.redirect", r, msg),
+        }
+    }
+    deny
+}
+
+fn redirect(v: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "`{}` must be an absolute path like /denied or an http(s):// URL",
+            v.escape_debug()
+        )
+    };
+    if v.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    let uri: http::Uri = v.parse().map_err(|_| bad())?;
+    if v.starts_with('/') && !v.starts_with("//") && uri.scheme().is_none() {
+        return Ok(());
+    }
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(a)) if !a.host().is_empty() => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+fn limits(raw: &RawConfig, e: &mut Errors) -> Limits {
+    let mut limits = Limits::default();
+    let Some(r) = &raw.limits else {
+        return limits;
+    };
+    if let Some(b) = &r.body
+        && let Some(n) = positive_size(b, "limits.body", e)
+    {
+        limits.body = n;
+    }
+    if let Some(d) = &r.max_json_depth {
+        match usize::try_from(d.value) {
+            Ok(n) if (1..=MAX_JSON_DEPTH).contains(&d.value) => limits.max_json_depth = n,
+            _ => e.at(
+                "limits.max_json_depth",
+                d,
+                format!("{} is not in 1..={MAX_JSON_DEPTH}", d.value),
+            ),
+        }
+    }
+    limits
+}
+
+fn duration(
+    s: Option<&S<String>>,
+    path: &str,
+    default: Duration,
+    allow_zero: bool,
+    e: &mut Errors,
+) -> Duration {
+    let Some(s) = s else {
+        return default;
+    };
+    match units::duration(&s.value) {
+        Ok(d) if d.is_zero() && !allow_zero => {
+            e.at(path, s, "must be greater than 0");
+            default
+        }
+        Ok(d) => d,
+        Err(msg) => {
+            e.at(path, s, msg);
+            default
+        }
+    }
+}
+
+fn timeouts(raw: &RawConfig, e: &mut Errors) -> Timeouts {
+    let d = Timeouts::default();
+    let Some(r) = &raw.timeouts else {
+        return d;
+    };
+    Timeouts {
+        header_read: duration(
+            r.header_read.as_ref(),
+            "timeouts.header_read",
+            d.header_read,
+            false,
+            e,
+        ),
+        upstream_connect: duration(
+            r.upstream_connect.as_ref(),
+            "timeouts.upstream_connect",
+            d.upstream_connect,
+            false,
+            e,
+        ),
+        upstream_response: duration(
+            r.upstream_response.as_ref(),
+            "timeouts.upstream_response",
+            d.upstream_response,
+            false,
+            e,
+        ),
+        shutdown_grace: duration(
+            r.shutdown_grace.as_ref(),
+            "timeouts.shutdown_grace",
+            d.shutdown_grace,
+            true,
+            e,
+        ),
+    }
+}
+
+fn reload(raw: &RawConfig, e: &mut Errors) -> Reload {
+    let d = Reload::default();
+    let Some(r) = &raw.reload else {
+        return d;
+    };
+    let debounce = duration(r.debounce.as_ref(), "reload.debounce", d.debounce, true, e);
+    let interval = match &r.interval {
+        None => d.interval,
+        Some(_) => {
+            let i = duration(
+                r.interval.as_ref(),
+                "reload.interval",
+                Duration::ZERO,
+                true,
+                e,
+            );
+            (!i.is_zero()).then_some(i)
+        }
+    };
+    Reload { debounce, interval }
+}

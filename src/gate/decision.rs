@@ -1,0 +1,524 @@
+//! The decision: one pure function from (snapshot, route, identifier) to a [`Decision`].
+//!
+//! This is the only place where the rules of DESIGN §3 live:
+//!
+//! 1. A `sign_in` route with `allowlist_blocklist_disabled_on_sign_in` is not checked.
+//! 2. On `sign_up` routes only: `block_email_subaddresses` denies local parts with `+`, `=` or
+//!    `#`; `block_disposable_email_domains` denies the shipped disposable domains.
+//! 3. The block list (when on) and the allow list (when enforced) are looked up; `precedence`
+//!    settles the case where both match.
+//!
+//! A denial is not an error: `decide` always returns a [`Decision`] and never panics.
+
+use crate::config::{AllowlistMode, Precedence, RouteKind};
+use crate::identifier::Identifier;
+use crate::lists::{Candidate, Hit, ListKind};
+use crate::snapshot::{Route, Snapshot};
+
+/// Why a request was denied; serialized as `meta.reason` in the denial body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Blocklist,
+    Allowlist,
+    Subaddress,
+    Disposable,
+}
+
+impl Reason {
+    /// The wire name (`meta.reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Blocklist => "blocklist",
+            Reason::Allowlist => "allowlist",
+            Reason::Subaddress => "subaddress",
+            Reason::Disposable => "disposable",
+        }
+    }
+}
+
+/// Which rule settled the decision, for `idgate check`, logs and audits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Sign-in route and `allowlist_blocklist_disabled_on_sign_in: true`.
+    SignInExempt,
+    /// The local part has a `+`, `=` or `#` and `block_email_subaddresses` is on.
+    Subaddress,
+    /// The domain is a known disposable-email domain and the restriction is on.
+    Disposable,
+    /// A block list entry matched (and precedence did not let an allow entry win).
+    Blocked,
+    /// Both lists matched and precedence let the allow entry win.
+    AllowOverridesBlock,
+    /// The allow list is enforced and an entry matched.
+    Allowlisted,
+    /// The allow list is enforced and nothing matched.
+    NotAllowlisted,
+    /// No list applies to this identifier: forwarded.
+    Unlisted,
+}
+
+impl Rule {
+    /// One line for humans.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Rule::SignInExempt => {
+                "sign-in route and allowlist_blocklist_disabled_on_sign_in is true: lists not checked"
+            }
+            Rule::Subaddress => "email subaddress (+, = or #) and block_email_subaddresses is on",
+            Rule::Disposable => "disposable email domain and block_disposable_email_domains is on",
+            Rule::Blocked => "matched the block list",
+            Rule::AllowOverridesBlock => "matched both lists; precedence lets the allow entry win",
+            Rule::Allowlisted => "matched the allow list",
+            Rule::NotAllowlisted => "the allow list is enforced and has no matching entry",
+            Rule::Unlisted => "no list applies",
+        }
+    }
+}
+
+/// The outcome for one identifier; borrows the snapshot's entries it cites.
+#[derive(Debug, Clone)]
+pub struct Decision<'s> {
+    /// `None` means forward; `Some` is the denial reason.
+    pub deny: Option<Reason>,
+    /// The rule that settled it.
+    pub rule: Rule,
+    /// The block list entry that matched, if any.
+    pub block_hit: Option<Hit<'s>>,
+    /// The allow list entry that matched, if any (only looked up when the allow list is enforced).
+    pub allow_hit: Option<Hit<'s>>,
+}
+
+/// The decision and its cause in one owned value, for `idgate check` and status APIs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub allowed: bool,
+    pub reason: Option<&'static str>,
+    pub rule: &'static str,
+    /// The entry that caused the decision and its source (`lists/block.txt:3`), if one did.
+    pub entry: Option<(String, String)>,
+}
+
+impl Decision<'_> {
+    /// True when the request may be forwarded.
+    pub fn is_allowed(&self) -> bool {
+        self.deny.is_none()
+    }
+
+    /// The entry that settled the decision and its list, if an entry did.
+    pub fn cause(&self) -> Option<(ListKind, &Hit<'_>)> {
+        match self.rule {
+            Rule::Blocked => self.block_hit.as_ref().map(|h| (ListKind::Block, h)),
+            Rule::Allowlisted | Rule::AllowOverridesBlock => {
+                self.allow_hit.as_ref().map(|h| (ListKind::Allow, h))
+            }
+            _ => None,
+        }
+    }
+
+    /// An owned explanation.
+    pub fn explain(&self) -> Explanation {
+        Explanation {
+            allowed: self.is_allowed(),
+            reason: self.deny.map(Reason::as_str),
+            rule: self.rule.describe(),
+            entry: self
+                .cause()
+                .map(|(list, h)| (h.entry.to_string(), h.origin().describe(list))),
+        }
+    }
+}
+
+/// Decides one identifier on one route against the snapshot. Pure: no I/O, no panics.
+pub fn decide<'s>(snap: &'s Snapshot, route: &Route, id: &Identifier) -> Decision<'s> {
+    let policy = &snap.policy;
+    let verdict = |deny, rule| Decision {
+        deny,
+        rule,
+        block_hit: None,
+        allow_hit: None,
+    };
+    let sign_up = route.kind == RouteKind::SignUp;
+    if !sign_up && policy.allowlist_blocklist_disabled_on_sign_in {
+        return verdict(None, Rule::SignInExempt);
+    }
+    if sign_up && let Identifier::Email(email) = id {
+        if policy.block_email_subaddresses && email.has_subaddress() {
+            return verdict(Some(Reason::Subaddress), Rule::Subaddress);
+        }
+        if policy.block_disposable_email_domains && snap.disposable.contains(email.domain()) {
+            return verdict(Some(Reason::Disposable), Rule::Disposable);
+        }
+    }
+
+    let candidate = Candidate::new(id);
+    let block_hit = if policy.blocklist {
+        snap.block.lookup(&candidate)
+    } else {
+        None
+    };
+    let allow_enforced = match policy.allowlist {
+        AllowlistMode::On => true,
+        AllowlistMode::Off => false,
+        AllowlistMode::Auto => !snap.allow.is_empty(),
+    };
+    let allow_hit = if allow_enforced {
+        snap.allow.lookup(&candidate)
+    } else {
+        None
+    };
+
+    let (deny, rule) = match (&block_hit, &allow_hit) {
+        (None, None) if allow_enforced => (Some(Reason::Allowlist), Rule::NotAllowlisted),
+        (None, None) => (None, Rule::Unlisted),
+        (None, Some(_)) => (None, Rule::Allowlisted),
+        (Some(_), None) => (Some(Reason::Blocklist), Rule::Blocked),
+        (Some(block), Some(allow)) => {
+            let allow_wins = match policy.precedence {
+                Precedence::Block => false,
+                Precedence::Allow => true,
+                Precedence::MostSpecific => allow.specificity > block.specificity,
+            };
+            if allow_wins {
+                (None, Rule::AllowOverridesBlock)
+            } else {
+                (Some(Reason::Blocklist), Rule::Blocked)
+            }
+        }
+    };
+    Decision {
+        deny,
+        rule,
+        block_hit,
+        allow_hit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identifier::ParseOptions;
+    use crate::snapshot::tests::from_yaml;
+
+    fn id(s: &str) -> Identifier {
+        crate::identifier::parse(s, None, &ParseOptions::default()).unwrap()
+    }
+
+    /// (config body, route kind, identifier, expected reason or None for allow, expected rule)
+    #[test]
+    fn decision_table() {
+        let base = r#"
+lists:
+  allow: ["*@acme.com", "bob@partner.io", "ceo@gmail.com", "*@*.corp.io", "+12025550123"]
+  block: ["mallory@acme.com", "gmail.com", "*@blocked.org", "eve@corp.io"]
+"#;
+        use Reason::*;
+        let cases: &[(&str, &str, RouteKind, &str, Option<Reason>, Rule)] = &[
+            // precedence: block (default)
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "alice@acme.com",
+                None,
+                Rule::Allowlisted,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "ALICE@Acme.COM.",
+                None,
+                Rule::Allowlisted,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "mallory@acme.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "m.allory+x@acme.com",
+                None,
+                Rule::Allowlisted,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "mallory+x@acme.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "x@eng.acme.com",
+                Some(Allowlist),
+                Rule::NotAllowlisted,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "x@eng.corp.io",
+                None,
+                Rule::Allowlisted,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "x@corp.io",
+                Some(Allowlist),
+                Rule::NotAllowlisted,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "ceo@gmail.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "c.e.o@googlemail.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "eve@mx.blocked.org",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "+1 202 555 0123",
+                None,
+                Rule::Allowlisted,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignUp,
+                "+12025550199",
+                Some(Allowlist),
+                Rule::NotAllowlisted,
+            ),
+            (
+                "",
+                base,
+                RouteKind::SignIn,
+                "mallory@acme.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            // precedence: allow (Clerk)
+            (
+                "precedence: allow\n",
+                base,
+                RouteKind::SignUp,
+                "ceo@gmail.com",
+                None,
+                Rule::AllowOverridesBlock,
+            ),
+            (
+                "precedence: allow\n",
+                base,
+                RouteKind::SignUp,
+                "mallory@acme.com",
+                None,
+                Rule::AllowOverridesBlock,
+            ),
+            (
+                "precedence: allow\n",
+                base,
+                RouteKind::SignUp,
+                "joe@gmail.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            // precedence: most_specific
+            (
+                "precedence: most_specific\n",
+                base,
+                RouteKind::SignUp,
+                "ceo@gmail.com",
+                None,
+                Rule::AllowOverridesBlock,
+            ),
+            (
+                "precedence: most_specific\n",
+                base,
+                RouteKind::SignUp,
+                "joe@gmail.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            (
+                "precedence: most_specific\n",
+                base,
+                RouteKind::SignUp,
+                "mallory@acme.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            (
+                "precedence: most_specific\n",
+                base,
+                RouteKind::SignUp,
+                "eve@corp.io",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            // allowlist modes
+            (
+                "restrictions: { allowlist: false }\n",
+                base,
+                RouteKind::SignUp,
+                "x@elsewhere.net",
+                None,
+                Rule::Unlisted,
+            ),
+            (
+                "restrictions: { allowlist: false }\n",
+                base,
+                RouteKind::SignUp,
+                "mallory@acme.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            (
+                "",
+                "lists: { block: [x@y.com] }\n",
+                RouteKind::SignUp,
+                "a@b.com",
+                None,
+                Rule::Unlisted,
+            ),
+            (
+                "restrictions: { allowlist: true }\n",
+                "lists: { block: [x@y.com] }\n",
+                RouteKind::SignUp,
+                "a@b.com",
+                Some(Allowlist),
+                Rule::NotAllowlisted,
+            ),
+            (
+                "restrictions: { blocklist: false }\n",
+                base,
+                RouteKind::SignUp,
+                "mallory@acme.com",
+                None,
+                Rule::Allowlisted,
+            ),
+            // sign-in exemption
+            (
+                "restrictions: { allowlist_blocklist_disabled_on_sign_in: true }\n",
+                base,
+                RouteKind::SignIn,
+                "mallory@acme.com",
+                None,
+                Rule::SignInExempt,
+            ),
+            (
+                "restrictions: { allowlist_blocklist_disabled_on_sign_in: true }\n",
+                base,
+                RouteKind::SignUp,
+                "mallory@acme.com",
+                Some(Blocklist),
+                Rule::Blocked,
+            ),
+            // subaddress and disposable: sign-up only
+            (
+                "restrictions: { block_email_subaddresses: true }\n",
+                base,
+                RouteKind::SignUp,
+                "alice+x@acme.com",
+                Some(Subaddress),
+                Rule::Subaddress,
+            ),
+            (
+                "restrictions: { block_email_subaddresses: true }\n",
+                base,
+                RouteKind::SignUp,
+                "alice=x@acme.com",
+                Some(Subaddress),
+                Rule::Subaddress,
+            ),
+            (
+                "restrictions: { block_email_subaddresses: true }\n",
+                base,
+                RouteKind::SignIn,
+                "alice+x@acme.com",
+                None,
+                Rule::Allowlisted,
+            ),
+            (
+                "restrictions: { block_disposable_email_domains: true }\n",
+                "",
+                RouteKind::SignUp,
+                "x@mailinator.com",
+                Some(Disposable),
+                Rule::Disposable,
+            ),
+            (
+                "restrictions: { block_disposable_email_domains: true }\n",
+                "",
+                RouteKind::SignIn,
+                "x@mailinator.com",
+                None,
+                Rule::Unlisted,
+            ),
+            (
+                "restrictions: { block_disposable_email_domains: true }\n",
+                "",
+                RouteKind::SignUp,
+                "x@gmail.com",
+                None,
+                Rule::Unlisted,
+            ),
+        ];
+        for (extra, lists, kind, input, reason, rule) in cases {
+            let yaml = format!(
+                "{}{}",
+                extra.replace("\\n", "\n"),
+                lists.replace("\\n", "\n")
+            );
+            let snap = from_yaml(&yaml);
+            let route = snap
+                .routes
+                .iter()
+                .find(|r| r.kind == *kind)
+                .expect("route of that kind");
+            let d = decide(&snap, route, &id(input));
+            assert_eq!(d.deny, *reason, "{yaml} {kind:?} {input}");
+            assert_eq!(d.rule, *rule, "{yaml} {kind:?} {input}");
+        }
+    }
+
+    #[test]
+    fn explanation_names_the_entry_and_its_source() {
+        let snap = from_yaml("lists:\n  block: [\"*@blocked.org\"]\n");
+        let d = decide(&snap, &snap.routes[0], &id("x@blocked.org"));
+        let e = d.explain();
+        assert!(!e.allowed);
+        assert_eq!(e.reason, Some("blocklist"));
+        let (entry, source) = e.entry.unwrap();
+        assert_eq!(entry, "*@blocked.org");
+        assert!(source.contains("lists.block"), "{source}");
+    }
+}

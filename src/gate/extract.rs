@@ -1,0 +1,701 @@
+//! Identifier extraction from a buffered request, failing closed.
+//!
+//! [`extract`] finds the identifier in every place an upstream framework (Express,
+//! FastAPI/Starlette, Flask/Werkzeug, Rails, Django, Go) might read it — JSON body, form body,
+//! multipart body, query string, headers — and refuses with a [`Refusal`] anything the upstream
+//! could read differently than the gate: conflicting framing, method overrides, unknown or
+//! stacked content codings, content types and charsets we do not read, duplicate or case-variant
+//! fields, the field in both query and body, over-deep or malformed bodies, and odd multipart
+//! framing. It is pure: no I/O, and it never panics on any input.
+//!
+//! Submodules: `media` (media type and parameter grammar), `decode` (content codings, bounded),
+//! `form` (urlencoded), `json` (strict JSON with a `DeserializeSeed`), `multipart` (strict
+//! multipart/form-data).
+
+mod decode;
+mod form;
+mod json;
+mod media;
+mod multipart;
+#[cfg(test)]
+mod tests;
+
+use http::HeaderMap;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, TRANSFER_ENCODING};
+use http::request::Parts;
+
+/// What the gate needs to know about a route to extract its identifier (compiled from config).
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    /// Where the identifier may be, in configuration order.
+    pub sources: &'a [SourceSpec],
+    /// JSON nesting limit (containers); 32 by default.
+    pub max_depth: usize,
+    /// The most bytes a gzip/deflate body may decode to (the route's body limit).
+    pub max_decoded: usize,
+}
+
+/// One configured place for the identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    pub location: Location,
+    /// The expected kind, if the config names one (used by the caller when parsing).
+    pub kind: Option<crate::identifier::Kind>,
+}
+
+/// Where in the request a source looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An RFC 6901 pointer into a JSON body (`application/json`, `application/*+json`).
+    Json(String),
+    /// A field of an `application/x-www-form-urlencoded` body.
+    Form(String),
+    /// A field of a `multipart/form-data` body.
+    Multipart(String),
+    /// A key of the query string.
+    Query(String),
+    /// A request header.
+    Header(HeaderName),
+}
+
+/// One identifier value found in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The value as the upstream will read it (decoded, not normalized).
+    pub raw: String,
+    /// Index into `spec.sources`.
+    pub source: usize,
+}
+
+/// Why the gate answers the request itself instead of forwarding it.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("conflicting message framing: {0}")]
+    ConflictingFraming(&'static str),
+    #[error("the request has {0} Host headers; exactly one is allowed")]
+    DuplicateHost(usize),
+    #[error("method override ({0}) is not allowed on a gated route")]
+    MethodOverride(String),
+    #[error("Content-Encoding not supported: {0} (use gzip, deflate or none)")]
+    UnsupportedEncoding(String),
+    #[error("the {encoding} body could not be decoded: {reason}")]
+    BadEncoding {
+        encoding: &'static str,
+        reason: String,
+    },
+    #[error("the decoded body is larger than {limit} bytes")]
+    DecodedTooLarge { limit: usize },
+    #[error("the request has more than one Content-Type header")]
+    DuplicateContentType,
+    #[error("malformed Content-Type: {0}")]
+    BadContentType(String),
+    #[error("a request body without Content-Type")]
+    MissingContentType,
+    #[error("unsupported content type {0}")]
+    UnsupportedContentType(String),
+    #[error("charset {0:?} is not accepted; send UTF-8")]
+    BadCharset(String),
+    #[error("a {0} body sent as text/plain; send it with its own content type")]
+    TextPlainBody(&'static str),
+    #[error("the {0} is not valid UTF-8")]
+    BadUtf8(&'static str),
+    #[error("the JSON body starts with a byte order mark")]
+    ByteOrderMark,
+    #[error("malformed JSON: {0}")]
+    BadJson(String),
+    #[error("the JSON body is nested deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    #[error("field {field:?} appears more than once in the {place}")]
+    DuplicateField { field: String, place: &'static str },
+    #[error("{found:?} looks like the identifier field {field:?} spelled differently")]
+    AmbiguousLocation { field: String, found: String },
+    #[error("the identifier field {field:?} appears in both the query string and the body")]
+    FieldInQueryAndBody { field: String },
+    #[error("the identifier at {field:?} is {found}, not a string")]
+    NotAString { field: String, found: &'static str },
+    #[error("the identifier at {field:?} is unusable: {reason}")]
+    BadString { field: String, reason: &'static str },
+    #[error("malformed form data: {0}")]
+    BadForm(String),
+    #[error("malformed multipart body: {0}")]
+    BadMultipart(String),
+    #[error("the identifier field {field:?} is sent as a file upload")]
+    FileField { field: String },
+    #[error("header {0} has a value that is not visible text")]
+    BadHeaderValue(String),
+    #[error("the identifier field {field:?} uses {what}")]
+    BadFieldEncoding { field: String, what: String },
+    #[error("invalid route identifier configuration: {0}")]
+    InvalidSpec(String),
+}
+
+impl Refusal {
+    /// A short, stable machine code for logs and the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::ConflictingFraming(_) => "conflicting_framing",
+            Refusal::DuplicateHost(_) => "duplicate_host",
+            Refusal::MethodOverride(_) => "method_override",
+            Refusal::UnsupportedEncoding(_) => "unsupported_encoding",
+            Refusal::BadEncoding { .. } => "bad_encoding",
+            Refusal::DecodedTooLarge { .. } => "decoded_too_large",
+            Refusal::DuplicateContentType => "duplicate_content_type",
+            Refusal::BadContentType(_) => "bad_content_type",
+            Refusal::MissingContentType => "missing_content_type",
+            Refusal::UnsupportedContentType(_) => "unsupported_content_type",
+            Refusal::BadCharset(_) => "bad_charset",
+            Refusal::TextPlainBody(_) => "text_plain_body",
+            Refusal::BadUtf8(_) => "bad_utf8",
+            Refusal::ByteOrderMark => "byte_order_mark",
+            Refusal::BadJson(_) => "bad_json",
+            Refusal::TooDeep { .. } => "too_deep",
+            Refusal::DuplicateField { .. } => "duplicate_field",
+            Refusal::AmbiguousLocation { .. } => "ambiguous_location",
+            Refusal::FieldInQueryAndBody { .. } => "field_in_query_and_body",
+            Refusal::NotAString { .. } => "not_a_string",
+            Refusal::BadString { .. } => "bad_string",
+            Refusal::BadForm(_) => "bad_form",
+            Refusal::BadMultipart(_) => "bad_multipart",
+            Refusal::FileField { .. } => "file_field",
+            Refusal::BadHeaderValue(_) => "bad_header_value",
+            Refusal::BadFieldEncoding { .. } => "bad_field_encoding",
+            Refusal::InvalidSpec(_) => "invalid_spec",
+        }
+    }
+
+    /// The HTTP status the gate answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::UnsupportedEncoding(_)
+            | Refusal::MissingContentType
+            | Refusal::UnsupportedContentType(_) => 415,
+            Refusal::DecodedTooLarge { .. } => 413,
+            Refusal::InvalidSpec(_) => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// Shortens client-controlled text for messages (64 chars).
+fn clip(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", s.get(..i).unwrap_or_default()),
+        None => s.to_string(),
+    }
+}
+
+/// Case-folds a key the way the most permissive reader does: ASCII lowercase, plus the two
+/// non-ASCII letters Go's `encoding/json` (`bytes.EqualFold`) folds onto ASCII ones, the Kelvin
+/// sign (`K` → `k`) and the long s (`ſ` → `s`).
+fn fold(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{212A}' => 'k',
+            '\u{017F}' => 's',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// How a request key relates to a configured field name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameMatch {
+    No,
+    Exact,
+    /// Not the same string, but some framework may read it as the field: a case variant, a
+    /// bracket/dot form (`email[]`, `email[0]`, `email.x`, `user` for `user[email]`), padding
+    /// whitespace, a NUL cut, PHP's `.`/space → `_` mangling.
+    Variant,
+}
+
+/// A configured field name prepared for matching request keys against it.
+#[derive(Debug, Clone)]
+struct FieldName {
+    /// The exact name (None: only variants count, e.g. a JSON pointer's full path).
+    exact: Option<String>,
+    segments: Vec<String>,
+    php: Option<String>,
+}
+
+/// Splits a key on `[`, `.` and NUL into trimmed, ASCII-lowercased segments (`]` dropped).
+fn segments(key: &str) -> Vec<String> {
+    key.split(['[', '.', '\0'])
+        .map(|s| {
+            fold(
+                s.trim_end_matches(']')
+                    .trim_matches(|c: char| c.is_ascii_whitespace()),
+            )
+        })
+        .collect()
+}
+
+fn php_mangle(key: &str) -> String {
+    fold(&key.replace(['.', ' ', '['], "_"))
+}
+
+impl FieldName {
+    fn new(name: &str) -> Self {
+        FieldName {
+            exact: Some(name.to_string()),
+            segments: segments(name),
+            php: Some(php_mangle(name)),
+        }
+    }
+
+    /// A nested path (JSON pointer segments) as frameworks spell it in keys: `user[email]`.
+    fn path(segs: &[String]) -> Self {
+        FieldName {
+            exact: None,
+            segments: segs.iter().flat_map(|s| segments(s)).collect(),
+            php: None,
+        }
+    }
+
+    fn label(&self) -> String {
+        match &self.exact {
+            Some(e) => clip(e),
+            None => clip(&self.segments.join(".")),
+        }
+    }
+
+    fn matches(&self, key: &str) -> NameMatch {
+        if self.exact.as_deref() == Some(key) {
+            return NameMatch::Exact;
+        }
+        if self.segments.is_empty() || self.segments.iter().all(String::is_empty) {
+            return NameMatch::No;
+        }
+        let k = segments(key);
+        if k.starts_with(&self.segments) || self.segments.starts_with(&k) {
+            return NameMatch::Variant;
+        }
+        if self.php.as_deref() == Some(php_mangle(key).as_str()) {
+            return NameMatch::Variant;
+        }
+        NameMatch::No
+    }
+
+    /// Like `matches`, also trying a percent-decoded spelling of `key`.
+    fn matches_decoded(&self, key: &str) -> NameMatch {
+        match self.matches(key) {
+            NameMatch::No if key.contains('%') => {
+                match form::decode(key.replace('+', "%2B").as_bytes(), "field name") {
+                    Ok(d) if d != key && self.matches(&d) != NameMatch::No => NameMatch::Variant,
+                    _ => NameMatch::No,
+                }
+            }
+            m => m,
+        }
+    }
+}
+
+const OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+fn method_field() -> FieldName {
+    FieldName::new("_method")
+}
+
+/// Framing and override checks on the request head.
+fn check_head(headers: &HeaderMap) -> Result<(), Refusal> {
+    let lengths = headers.get_all(CONTENT_LENGTH).iter().count();
+    let codings: Vec<_> = headers.get_all(TRANSFER_ENCODING).iter().collect();
+    if lengths > 1 {
+        return Err(Refusal::ConflictingFraming(
+            "more than one Content-Length header",
+        ));
+    }
+    if let Some(len) = headers.get(CONTENT_LENGTH)
+        && (len.is_empty() || !len.as_bytes().iter().all(u8::is_ascii_digit))
+    {
+        return Err(Refusal::ConflictingFraming(
+            "Content-Length is not a single number",
+        ));
+    }
+    if !codings.is_empty() {
+        if lengths > 0 {
+            return Err(Refusal::ConflictingFraming(
+                "Content-Length together with Transfer-Encoding",
+            ));
+        }
+        if codings.len() > 1
+            || !codings
+                .iter()
+                .all(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+        {
+            return Err(Refusal::ConflictingFraming(
+                "Transfer-Encoding other than exactly \"chunked\"",
+            ));
+        }
+    }
+    let hosts = headers.get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Err(Refusal::DuplicateHost(hosts));
+    }
+    if let Some(name) = OVERRIDE_HEADERS.iter().find(|h| headers.contains_key(**h)) {
+        return Err(Refusal::MethodOverride(format!("header {name}")));
+    }
+    Ok(())
+}
+
+/// What a body's media type asks us to parse.
+enum BodyKind {
+    Json,
+    Form,
+    Multipart(String),
+}
+
+fn classify(headers: &HeaderMap, body: &[u8]) -> Result<BodyKind, Refusal> {
+    let value = headers
+        .get(CONTENT_TYPE)
+        .ok_or(Refusal::MissingContentType)?;
+    let text = value
+        .to_str()
+        .map_err(|_| Refusal::BadContentType("not visible ASCII".into()))?;
+    let mt = media::parse_media_type(text).map_err(Refusal::BadContentType)?;
+    let utf8_only = |mt: &media::MediaType| match mt.param("charset") {
+        Some(c) if !c.eq_ignore_ascii_case("utf-8") => Err(Refusal::BadCharset(clip(c))),
+        _ => Ok(()),
+    };
+    match (mt.kind.as_str(), mt.subtype.as_str()) {
+        ("application", s) if s == "json" || s.ends_with("+json") => {
+            utf8_only(&mt)?;
+            Ok(BodyKind::Json)
+        }
+        ("application", "x-www-form-urlencoded") => {
+            utf8_only(&mt)?;
+            Ok(BodyKind::Form)
+        }
+        ("multipart", "form-data") => match mt.param("boundary") {
+            Some(b) if multipart::valid_boundary(b) => Ok(BodyKind::Multipart(b.to_string())),
+            Some(_) => Err(Refusal::BadContentType("invalid multipart boundary".into())),
+            None => Err(Refusal::BadContentType(
+                "multipart without a boundary".into(),
+            )),
+        },
+        ("text", "plain") => {
+            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            if matches!(first, Some(b'{' | b'[')) {
+                Err(Refusal::TextPlainBody("JSON"))
+            } else if body.contains(&b'=') {
+                Err(Refusal::TextPlainBody("form"))
+            } else {
+                Err(Refusal::UnsupportedContentType("text/plain".into()))
+            }
+        }
+        (t, s) => Err(Refusal::UnsupportedContentType(clip(&format!("{t}/{s}")))),
+    }
+}
+
+/// Per-source data prepared once per call.
+enum Prepared {
+    Json {
+        segments: Vec<String>,
+        last: Option<FieldName>,
+        path: FieldName,
+    },
+    Form(FieldName),
+    Multipart(FieldName),
+    Query(FieldName),
+    Header(HeaderName),
+}
+
+fn prepare(spec: &Spec<'_>) -> Result<Vec<Prepared>, Refusal> {
+    spec.sources
+        .iter()
+        .map(|s| {
+            Ok(match &s.location {
+                Location::Json(p) => {
+                    let segments = json::parse_pointer(p)?;
+                    let last = segments.last().map(|l| FieldName::new(l));
+                    let path = FieldName::path(&segments);
+                    Prepared::Json {
+                        segments,
+                        last,
+                        path,
+                    }
+                }
+                Location::Form(f) => Prepared::Form(FieldName::new(f)),
+                Location::Multipart(f) => Prepared::Multipart(FieldName::new(f)),
+                Location::Query(f) => Prepared::Query(FieldName::new(f)),
+                Location::Header(h) => Prepared::Header(h.clone()),
+            })
+        })
+        .collect()
+}
+
+/// Finds the one item whose key is exactly `field`; refuses variants and repeats.
+fn pick<'k, T>(
+    field: &FieldName,
+    items: &'k [T],
+    key: impl Fn(&T) -> &str,
+    place: &'static str,
+    decoded_names: bool,
+) -> Result<Option<&'k T>, Refusal> {
+    let mut hit = None;
+    for item in items {
+        let k = key(item);
+        let m = if decoded_names {
+            field.matches_decoded(k)
+        } else {
+            field.matches(k)
+        };
+        match m {
+            NameMatch::No => {}
+            NameMatch::Variant => {
+                return Err(Refusal::AmbiguousLocation {
+                    field: field.label(),
+                    found: clip(k),
+                });
+            }
+            NameMatch::Exact if hit.is_some() => {
+                return Err(Refusal::DuplicateField {
+                    field: field.label(),
+                    place,
+                });
+            }
+            NameMatch::Exact => hit = Some(item),
+        }
+    }
+    Ok(hit)
+}
+
+fn no_nul(field: &FieldName, value: &str) -> Result<(), Refusal> {
+    if value.contains('\0') {
+        return Err(Refusal::BadString {
+            field: field.label(),
+            reason: "NUL in the identifier",
+        });
+    }
+    Ok(())
+}
+
+/// Refuses body keys that are `_method` or a configured query field.
+fn check_body_keys<'k>(
+    keys: impl Iterator<Item = &'k str>,
+    prepared: &[Prepared],
+    decoded_names: bool,
+) -> Result<(), Refusal> {
+    let method = method_field();
+    for k in keys {
+        let hit = |f: &FieldName| {
+            if decoded_names {
+                f.matches_decoded(k) != NameMatch::No
+            } else {
+                f.matches(k) != NameMatch::No
+            }
+        };
+        if hit(&method) {
+            return Err(Refusal::MethodOverride(format!("body field {:?}", clip(k))));
+        }
+        for p in prepared {
+            if let Prepared::Query(f) = p
+                && hit(f)
+            {
+                return Err(Refusal::FieldInQueryAndBody { field: f.label() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds every identifier value in the request, or refuses it. See the module docs.
+pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>, Refusal> {
+    let headers = &parts.headers;
+    check_head(headers)?;
+    let coding = decode::coding(headers)?;
+    if headers.get_all(CONTENT_TYPE).iter().count() > 1 {
+        return Err(Refusal::DuplicateContentType);
+    }
+    let prepared = prepare(spec)?;
+    let mut found = Vec::new();
+
+    // Query: its own sources, `_method`, and body fields that frameworks merge with the query.
+    let query = form::parse(parts.uri.query().unwrap_or_default().as_bytes(), "query")?;
+    let method = method_field();
+    if let Some(p) = query
+        .iter()
+        .find(|p| method.matches(&p.key) != NameMatch::No)
+    {
+        return Err(Refusal::MethodOverride(format!(
+            "query key {:?}",
+            clip(&p.key)
+        )));
+    }
+    for (i, p) in prepared.iter().enumerate() {
+        let body_names: Vec<&FieldName> = match p {
+            Prepared::Query(f) => {
+                if let Some(pair) = pick(f, &query, |p| &p.key, "query", false)? {
+                    no_nul(f, &pair.value)?;
+                    found.push(Found {
+                        raw: pair.value.clone(),
+                        source: i,
+                    });
+                }
+                continue;
+            }
+            Prepared::Header(name) => {
+                let dashed = |h: &str| h.replace('_', "-");
+                if let Some(other) = headers
+                    .keys()
+                    .find(|k| *k != name && dashed(k.as_str()) == dashed(name.as_str()))
+                {
+                    // CGI/WSGI map `-` and `_` to the same variable.
+                    return Err(Refusal::AmbiguousLocation {
+                        field: name.to_string(),
+                        found: clip(other.as_str()),
+                    });
+                }
+                let mut values = headers.get_all(name).iter();
+                if let Some(v) = values.next() {
+                    if values.next().is_some() {
+                        return Err(Refusal::DuplicateField {
+                            field: name.to_string(),
+                            place: "headers",
+                        });
+                    }
+                    let text = std::str::from_utf8(v.as_bytes())
+                        .ok()
+                        .filter(|t| !t.chars().any(char::is_control))
+                        .ok_or_else(|| Refusal::BadHeaderValue(name.to_string()))?;
+                    found.push(Found {
+                        raw: text.to_string(),
+                        source: i,
+                    });
+                }
+                continue;
+            }
+            Prepared::Json { last, path, .. } => last.iter().chain([path]).collect(),
+            Prepared::Form(f) | Prepared::Multipart(f) => vec![f],
+        };
+        for f in body_names {
+            if query.iter().any(|p| f.matches(&p.key) != NameMatch::No) {
+                return Err(Refusal::FieldInQueryAndBody { field: f.label() });
+            }
+        }
+    }
+
+    let body = decode::decode(body, coding, spec.max_decoded)?;
+    if !body.is_empty() {
+        read_body(headers, &body, spec, &prepared, &mut found)?;
+    }
+    found.sort_by_key(|f| f.source);
+    Ok(found)
+}
+
+fn read_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    spec: &Spec<'_>,
+    prepared: &[Prepared],
+    found: &mut Vec<Found>,
+) -> Result<(), Refusal> {
+    let kind = classify(headers, body)?;
+    let has = |want: fn(&Prepared) -> bool| prepared.iter().any(want);
+    match kind {
+        BodyKind::Json => {
+            if !has(|p| matches!(p, Prepared::Json { .. })) {
+                return Err(Refusal::UnsupportedContentType("JSON".into()));
+            }
+            if body.starts_with(b"\xef\xbb\xbf") {
+                return Err(Refusal::ByteOrderMark);
+            }
+            let text = std::str::from_utf8(body).map_err(|_| Refusal::BadUtf8("JSON body"))?;
+            let pointers: Vec<Vec<String>> = prepared
+                .iter()
+                .filter_map(|p| match p {
+                    Prepared::Json { segments, .. } => Some(segments.clone()),
+                    _ => None,
+                })
+                .collect();
+            let root = json::parse(text, spec.max_depth, &pointers)?;
+            check_body_keys(json::top_level_keys(&root), prepared, false)?;
+            for (i, (p, source)) in prepared.iter().zip(spec.sources).enumerate() {
+                if let (Prepared::Json { segments, .. }, Location::Json(pointer)) =
+                    (p, &source.location)
+                    && let Some(raw) = json::resolve(&root, segments, pointer)?
+                {
+                    found.push(Found { raw, source: i });
+                }
+            }
+        }
+        BodyKind::Form => {
+            if !has(|p| matches!(p, Prepared::Form(_))) {
+                return Err(Refusal::UnsupportedContentType(
+                    "application/x-www-form-urlencoded".into(),
+                ));
+            }
+            let pairs = form::parse(body, "form body")?;
+            check_body_keys(pairs.iter().map(|p| p.key.as_str()), prepared, false)?;
+            for (i, p) in prepared.iter().enumerate() {
+                if let Prepared::Form(f) = p
+                    && let Some(pair) = pick(f, &pairs, |p| &p.key, "form body", false)?
+                {
+                    no_nul(f, &pair.value)?;
+                    found.push(Found {
+                        raw: pair.value.clone(),
+                        source: i,
+                    });
+                }
+            }
+        }
+        BodyKind::Multipart(boundary) => {
+            if !has(|p| matches!(p, Prepared::Multipart(_))) {
+                return Err(Refusal::UnsupportedContentType(
+                    "multipart/form-data".into(),
+                ));
+            }
+            let parts = multipart::parse(body, &boundary)?;
+            check_body_keys(parts.iter().map(|p| p.name.as_str()), prepared, true)?;
+            for (i, p) in prepared.iter().enumerate() {
+                if let Prepared::Multipart(f) = p
+                    && let Some(part) = pick(f, &parts, |p| &p.name, "multipart body", true)?
+                {
+                    let raw = identifier_part(f, part)?;
+                    found.push(Found { raw, source: i });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the part holding the identifier and returns its text.
+fn identifier_part(f: &FieldName, part: &multipart::Part<'_>) -> Result<String, Refusal> {
+    if part.has_filename {
+        return Err(Refusal::FileField { field: f.label() });
+    }
+    if let Some(ct) = &part.content_type {
+        let mt = media::parse_media_type(ct)
+            .map_err(|e| Refusal::BadMultipart(format!("part Content-Type: {e}")))?;
+        if (mt.kind.as_str(), mt.subtype.as_str()) != ("text", "plain") {
+            return Err(Refusal::BadFieldEncoding {
+                field: f.label(),
+                what: format!("Content-Type {}/{}", clip(&mt.kind), clip(&mt.subtype)),
+            });
+        }
+        if let Some(c) = mt.param("charset")
+            && !c.eq_ignore_ascii_case("utf-8")
+        {
+            return Err(Refusal::BadCharset(clip(c)));
+        }
+    }
+    if let Some(cte) = &part.transfer_encoding
+        && !["7bit", "8bit", "binary"]
+            .iter()
+            .any(|ok| cte.eq_ignore_ascii_case(ok))
+    {
+        return Err(Refusal::BadFieldEncoding {
+            field: f.label(),
+            what: format!("Content-Transfer-Encoding {:?}", clip(cte)),
+        });
+    }
+    let text = std::str::from_utf8(part.body)
+        .map_err(|_| Refusal::BadUtf8("multipart identifier field"))?;
+    no_nul(f, text)?;
+    Ok(text.to_string())
+}

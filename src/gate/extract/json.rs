@@ -1,0 +1,474 @@
+//! Strict JSON reading for identifier extraction.
+//!
+//! The body is parsed once with a `serde_json::Deserializer` driven by our own
+//! `DeserializeSeed`, which refuses what parsers disagree on: duplicate object keys at any depth
+//! (also when equal after ASCII case-folding), NUL in keys, nesting deeper than the limit and
+//! trailing data; serde_json itself refuses invalid UTF-8, lone surrogate escapes and control
+//! characters. Only the parts of the document on a configured pointer's path are kept; the rest
+//! is validated and dropped.
+
+use std::cell::RefCell;
+use std::fmt;
+
+use rustc_hash::FxHashSet;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+use super::{Refusal, clip};
+
+/// A parsed JSON value, pruned to what the pointers need.
+#[derive(Debug, PartialEq)]
+pub(super) enum Node {
+    Str(String),
+    Number,
+    Bool,
+    Null,
+    /// Kept elements with their index (only those a pointer can reach).
+    Array(Vec<(usize, Node)>),
+    /// All keys of a kept object; values not on a pointer path are `Skipped`.
+    Object(Vec<(String, Node)>),
+    /// A value on no pointer path (validated, not stored).
+    Skipped,
+}
+
+impl Node {
+    fn describe(&self) -> &'static str {
+        match self {
+            Node::Str(_) => "a string",
+            Node::Number => "a number",
+            Node::Bool => "a boolean",
+            Node::Null => "null",
+            Node::Array(_) => "an array",
+            Node::Object(_) => "an object",
+            Node::Skipped => "an unread value",
+        }
+    }
+}
+
+/// Parses an RFC 6901 pointer into its unescaped segments.
+pub(super) fn parse_pointer(pointer: &str) -> Result<Vec<String>, Refusal> {
+    if pointer.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(Refusal::InvalidSpec(format!(
+            "JSON pointer {:?} must be empty or start with '/'",
+            clip(pointer)
+        )));
+    };
+    rest.split('/')
+        .map(|seg| {
+            let mut out = String::with_capacity(seg.len());
+            let mut chars = seg.chars();
+            while let Some(c) = chars.next() {
+                if c != '~' {
+                    out.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('0') => out.push('~'),
+                    Some('1') => out.push('/'),
+                    _ => {
+                        return Err(Refusal::InvalidSpec(format!(
+                            "JSON pointer {:?} has a '~' not followed by 0 or 1",
+                            clip(pointer)
+                        )));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+/// An RFC 6901 array index: `0` or digits without a leading zero.
+fn array_index(seg: &str) -> Option<usize> {
+    let ok = seg == "0"
+        || (!seg.is_empty() && !seg.starts_with('0') && seg.bytes().all(|b| b.is_ascii_digit()));
+    if ok { seg.parse().ok() } else { None }
+}
+
+#[derive(Clone, Copy)]
+struct Ctx<'c> {
+    max_depth: usize,
+    pointers: &'c [Vec<String>],
+    refusal: &'c RefCell<Option<Refusal>>,
+}
+
+impl Ctx<'_> {
+    fn refuse<E: de::Error>(&self, r: Refusal) -> E {
+        *self.refusal.borrow_mut() = Some(r);
+        E::custom("refused")
+    }
+}
+
+/// Seed for one value: its container depth, path length (`level`) and the pointers that still
+/// run through it (`live`). The root is always kept so its top-level keys are known.
+struct NodeSeed<'c> {
+    ctx: Ctx<'c>,
+    depth: usize,
+    level: usize,
+    live: Vec<usize>,
+}
+
+impl NodeSeed<'_> {
+    fn keep(&self) -> bool {
+        self.level == 0 || !self.live.is_empty()
+    }
+
+    fn child(&self, matches: impl Fn(&str) -> bool) -> Vec<usize> {
+        self.live
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.ctx
+                    .pointers
+                    .get(i)
+                    .and_then(|p| p.get(self.level))
+                    .is_some_and(|seg| matches(seg))
+            })
+            .collect()
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+    type Value = Node;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed<'_> {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(if self.keep() {
+            Node::Bool
+        } else {
+            Node::Skipped
+        })
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+        Ok(if self.keep() {
+            Node::Number
+        } else {
+            Node::Skipped
+        })
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+        Ok(if self.keep() {
+            Node::Number
+        } else {
+            Node::Skipped
+        })
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+        Ok(if self.keep() {
+            Node::Number
+        } else {
+            Node::Skipped
+        })
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(if self.keep() {
+            Node::Null
+        } else {
+            Node::Skipped
+        })
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+        Ok(if self.keep() {
+            Node::Str(v.to_owned())
+        } else {
+            Node::Skipped
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let depth = self.depth + 1;
+        if depth > self.ctx.max_depth {
+            return Err(self.ctx.refuse(Refusal::TooDeep {
+                limit: self.ctx.max_depth,
+            }));
+        }
+        let keep = self.keep();
+        let mut items = Vec::new();
+        let mut index = 0usize;
+        loop {
+            let live = self.child(|seg| array_index(seg) == Some(index));
+            let seed = NodeSeed {
+                ctx: self.ctx,
+                depth,
+                level: self.level + 1,
+                live,
+            };
+            let kept = seed.keep();
+            match seq.next_element_seed(seed)? {
+                Some(node) if keep && kept => items.push((index, node)),
+                Some(_) => {}
+                None => break,
+            }
+            index = index.saturating_add(1);
+        }
+        Ok(if keep {
+            Node::Array(items)
+        } else {
+            Node::Skipped
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let depth = self.depth + 1;
+        if depth > self.ctx.max_depth {
+            return Err(self.ctx.refuse(Refusal::TooDeep {
+                limit: self.ctx.max_depth,
+            }));
+        }
+        let keep = self.keep();
+        let mut seen: FxHashSet<String> = FxHashSet::default();
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key.contains('\0') {
+                return Err(self.ctx.refuse(Refusal::BadString {
+                    field: clip(&key),
+                    reason: "NUL in a JSON object key",
+                }));
+            }
+            if !seen.insert(super::fold(&key)) {
+                return Err(self.ctx.refuse(Refusal::DuplicateField {
+                    field: clip(&key),
+                    place: "JSON body",
+                }));
+            }
+            let live = self.child(|seg| seg == key);
+            let node = map.next_value_seed(NodeSeed {
+                ctx: self.ctx,
+                depth,
+                level: self.level + 1,
+                live,
+            })?;
+            if keep {
+                entries.push((key, node));
+            }
+        }
+        Ok(if keep {
+            Node::Object(entries)
+        } else {
+            Node::Skipped
+        })
+    }
+}
+
+/// Parses `text` strictly, keeping what `pointers` (parsed segments) can reach.
+pub(super) fn parse(
+    text: &str,
+    max_depth: usize,
+    pointers: &[Vec<String>],
+) -> Result<Node, Refusal> {
+    let refusal = RefCell::new(None);
+    let ctx = Ctx {
+        max_depth,
+        pointers,
+        refusal: &refusal,
+    };
+    let seed = NodeSeed {
+        ctx,
+        depth: 0,
+        level: 0,
+        live: (0..pointers.len()).collect(),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let result = seed
+        .deserialize(&mut de)
+        .and_then(|node| de.end().map(|()| node));
+    match result {
+        Ok(node) => Ok(node),
+        Err(e) => Err(match refusal.into_inner() {
+            Some(r) => r,
+            None if e.to_string().contains("recursion limit exceeded") => {
+                Refusal::TooDeep { limit: max_depth }
+            }
+            None => Refusal::BadJson(e.to_string()),
+        }),
+    }
+}
+
+/// Follows `segments` from `root`. `Ok(None)`: nothing there. A case-only near miss of an
+/// object key is refused (some frameworks match keys case-insensitively); a non-string target is
+/// refused (the upstream might coerce it).
+pub(super) fn resolve(
+    root: &Node,
+    segments: &[String],
+    pointer: &str,
+) -> Result<Option<String>, Refusal> {
+    let mut node = root;
+    for seg in segments {
+        node = match node {
+            Node::Object(entries) => match entries.iter().find(|(k, _)| k == seg) {
+                Some((_, v)) => v,
+                None => {
+                    return match entries
+                        .iter()
+                        .find(|(k, _)| super::fold(k) == super::fold(seg))
+                    {
+                        Some((k, _)) => Err(Refusal::AmbiguousLocation {
+                            field: clip(pointer),
+                            found: clip(k),
+                        }),
+                        None => Ok(None),
+                    };
+                }
+            },
+            Node::Array(items) => {
+                let Some(i) = array_index(seg) else {
+                    return Ok(None);
+                };
+                match items.iter().find(|(j, _)| *j == i) {
+                    Some((_, v)) => v,
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+    }
+    match node {
+        Node::Str(s) if s.contains('\0') => Err(Refusal::BadString {
+            field: clip(pointer),
+            reason: "NUL in the identifier",
+        }),
+        Node::Str(s) => Ok(Some(s.clone())),
+        other => Err(Refusal::NotAString {
+            field: clip(pointer),
+            found: other.describe(),
+        }),
+    }
+}
+
+/// The keys of a top-level object (empty for other documents).
+pub(super) fn top_level_keys(root: &Node) -> impl Iterator<Item = &str> {
+    let entries: &[(String, Node)] = match root {
+        Node::Object(e) => e,
+        _ => &[],
+    };
+    entries.iter().map(|(k, _)| k.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Want = Result<Option<String>, String>;
+
+    fn get(text: &str, pointer: &str, depth: usize) -> Result<Option<String>, String> {
+        let segs = parse_pointer(pointer).map_err(|e| e.code().to_string())?;
+        let root =
+            parse(text, depth, std::slice::from_ref(&segs)).map_err(|e| e.code().to_string())?;
+        resolve(&root, &segs, pointer).map_err(|e| e.code().to_string())
+    }
+
+    #[test]
+    fn json_table() {
+        let s = |v: &str| Ok(Some(v.to_string()));
+        let e = |c: &str| Err(c.to_string());
+        let deep_ok = format!("{}\"x\"{}", "[".repeat(31), "]".repeat(31));
+        let deep_bad = format!("{}\"x\"{}", "[".repeat(33), "]".repeat(33));
+        let very_deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let cases: Vec<(&str, &str, Want)> = vec![
+            (r#"{"email":"a@b.co"}"#, "/email", s("a@b.co")),
+            (
+                r#" {"user":{"email":"a@b.co"}} "#,
+                "/user/email",
+                s("a@b.co"),
+            ),
+            (r#"{"list":["x","a@b.co"]}"#, "/list/1", s("a@b.co")),
+            (r#"{"a/b":{"~":"v"}}"#, "/a~1b/~0", s("v")),
+            (r#""top""#, "", s("top")),
+            (r#"{"em\u0061il":"a@b.co"}"#, "/email", s("a@b.co")),
+            (r#"{"other":"x"}"#, "/email", Ok(None)),
+            (r#"{"user":"x"}"#, "/user/email", Ok(None)),
+            (r#"{"list":["x"]}"#, "/list/01", Ok(None)),
+            (r#"{"list":["x"]}"#, "/list/5", Ok(None)),
+            (r#"[]"#, "/email", Ok(None)),
+            (&deep_ok, "", e("not_a_string")),
+            (
+                r#"{"email":"a","email":"b"}"#,
+                "/email",
+                e("duplicate_field"),
+            ),
+            (
+                r#"{"email":"a","Email":"b"}"#,
+                "/email",
+                e("duplicate_field"),
+            ),
+            (r#"{"x":{"k":1,"K":2}}"#, "/email", e("duplicate_field")),
+            (r#"{"x":[{"k":1,"k":2}]}"#, "/email", e("duplicate_field")),
+            (
+                r#"{"email":"a","em\u0061il":"b"}"#,
+                "/email",
+                e("duplicate_field"),
+            ),
+            (
+                r#"{"mask":"a","ma\u017fk":"b"}"#,
+                "/email",
+                e("duplicate_field"),
+            ),
+            (
+                r#"{"\u212aey":"a","key":"b"}"#,
+                "/email",
+                e("duplicate_field"),
+            ),
+            (
+                r#"{"addre\u017fs":"a@b.co"}"#,
+                "/address",
+                e("ambiguous_location"),
+            ),
+            (r#"{"EMAIL":"a@b.co"}"#, "/email", e("ambiguous_location")),
+            (
+                r#"{"User":{"email":"a@b.co"}}"#,
+                "/user/email",
+                e("ambiguous_location"),
+            ),
+            (r#"{"email":1}"#, "/email", e("not_a_string")),
+            (r#"{"email":["a@b.co"]}"#, "/email", e("not_a_string")),
+            (r#"{"email":{"x":"a@b.co"}}"#, "/email", e("not_a_string")),
+            (r#"{"email":true}"#, "/email", e("not_a_string")),
+            (r#"{"email":null}"#, "/email", e("not_a_string")),
+            (r#"{"email":"a\u0000@b.co"}"#, "/email", e("bad_string")),
+            (r#"{"email\u0000":"x"}"#, "/email", e("bad_string")),
+            (r#"{"email":"\ud800"}"#, "/email", e("bad_json")),
+            (r#"{"email":"\udc00x"}"#, "/email", e("bad_json")),
+            (r#"{"x":"\ud800"}"#, "/email", e("bad_json")),
+            (r#"{"email":"a@b.co"} {}"#, "/email", e("bad_json")),
+            (r#"{"email":"a@b.co"}x"#, "/email", e("bad_json")),
+            (r#"{"email":"a@b.co",}"#, "/email", e("bad_json")),
+            (r#"{'email':'a@b.co'}"#, "/email", e("bad_json")),
+            ("{\"email\":\"a\tb\"}", "/email", e("bad_json")),
+            (r#"{"email":NaN}"#, "/email", e("bad_json")),
+            ("", "/email", e("bad_json")),
+            (&deep_bad, "", e("too_deep")),
+            (&very_deep, "", e("too_deep")),
+            (r#"{"email":"x"}"#, "email", e("invalid_spec")),
+            (r#"{"email":"x"}"#, "/em~2ail", e("invalid_spec")),
+        ];
+        for (text, pointer, want) in cases {
+            assert_eq!(get(text, pointer, 32), want, "{text} @ {pointer}");
+        }
+        // Past serde_json's own recursion limit (128) the refusal is still too_deep.
+        assert_eq!(get(&very_deep, "", 500), e("too_deep"));
+    }
+
+    #[test]
+    fn unrelated_subtrees_are_not_stored() {
+        let segs = vec![vec!["email".to_string()]];
+        let root = parse(r#"{"email":"a","big":[1,2,{"x":"y"}]}"#, 32, &segs);
+        assert_eq!(
+            root,
+            Ok(Node::Object(vec![
+                ("email".into(), Node::Str("a".into())),
+                ("big".into(), Node::Skipped)
+            ]))
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Route matching on normalized paths.
+//!
+//! An attacker picks the spelling of a path; the upstream framework decides what it means. The
+//! gate therefore matches a **superset** of what any framework would route to a gated handler:
+//! the path is percent-decoded, ASCII case-folded, `;params` are cut from every segment, repeated
+//! slashes are collapsed, dot segments are resolved, a trailing slash is dropped and a format
+//! suffix (`/sign-up.json`) is removed from the last segment. Configured route paths go through
+//! the same function, so both sides compare like with like.
+//!
+//! Spellings that frameworks disagree on — an encoded `/` or `\`, a NUL, a raw backslash, double
+//! encoding (`%25xx`) or a broken escape — are refused when, read any of those ways, the path
+//! lands on or under a gated route. The request is always forwarded with its original path.
+
+/// How a request path relates to the gated routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathMatch {
+    /// No gated route matches: stream the request through.
+    Ungated,
+    /// The path matches the gated route with this index (in configuration order).
+    Gated(usize),
+    /// The path is spelled in a way frameworks read differently and could reach a gated route.
+    Refused,
+}
+
+/// Gated route paths, normalized once at snapshot build time.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    paths: Vec<(String, usize)>,
+}
+
+impl RouteTable {
+    /// Builds the table from route paths in configuration order.
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+        let paths = paths
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (normalize(p), i))
+            .collect();
+        RouteTable { paths }
+    }
+
+    /// Matches a request path (as received, without the query).
+    pub fn find(&self, raw_path: &str) -> PathMatch {
+        if self.paths.is_empty() {
+            return PathMatch::Ungated;
+        }
+        let suspicious = is_suspicious(raw_path);
+        let normalized = normalize(raw_path);
+        if let Some(idx) = self.exact(&normalized) {
+            return if suspicious {
+                PathMatch::Refused
+            } else {
+                PathMatch::Gated(idx)
+            };
+        }
+        if suspicious {
+            // Read it every way a framework might: decoded once more (double encoding), with
+            // backslashes as slashes; refuse if any reading lands on or under a gated route.
+            let twice = normalize(&percent_decode_lossy(raw_path));
+            // And the way servers that do not treat an encoded slash as a separator see it.
+            let kept = normalize(&raw_path.replace("%2F", "%252F").replace("%2f", "%252F"));
+            for candidate in [&normalized, &twice, &kept] {
+                if self.on_or_under(candidate) {
+                    return PathMatch::Refused;
+                }
+            }
+        }
+        PathMatch::Ungated
+    }
+
+    fn exact(&self, normalized: &str) -> Option<usize> {
+        self.paths
+            .iter()
+            .find(|(p, _)| p == normalized)
+            .map(|(_, i)| *i)
+    }
+
+    fn on_or_under(&self, normalized: &str) -> bool {
+        self.paths.iter().any(|(p, _)| {
+            normalized == p
+                || (normalized.starts_with(p.as_str())
+                    && (p == "/" || normalized.as_bytes().get(p.len()) == Some(&b'/')))
+        })
+    }
+}
+
+/// True when the raw path contains a spelling that frameworks disagree on.
+fn is_suspicious(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    if b.iter()
+        .any(|&c| c == b'\\' || c == 0 || c < 0x20 || c == 0x7f)
+    {
+        return true;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3);
+            match hex.and_then(|h| std::str::from_utf8(h).ok()) {
+                Some(h) if h.bytes().all(|c| c.is_ascii_hexdigit()) => {
+                    let v = u8::from_str_radix(h, 16).unwrap_or(0);
+                    if matches!(v, b'/' | b'\\' | 0 | b'%') || v < 0x20 || v == 0x7f {
+                        return true;
+                    }
+                    i += 3;
+                    continue;
+                }
+                _ => return true,
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Decodes every valid `%XX` escape; bytes that are not UTF-8 are replaced.
+fn percent_decode_lossy(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Normalizes a path for matching (see the module docs). Never fails.
+pub fn normalize(raw: &str) -> String {
+    let decoded = percent_decode_lossy(raw);
+    // C-based servers stop at a NUL: read the path the way they would.
+    let decoded = decoded.split('\0').next().unwrap_or("");
+    let mut segments: Vec<String> = Vec::new();
+    for seg in decoded.split(['/', '\\']) {
+        // Matrix parameters: `/sign-up;jsessionid=1` routes like `/sign-up` in Java and others.
+        let seg = seg.split(';').next().unwrap_or("");
+        let seg = seg.trim_end_matches([' ', '\t']);
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s.to_ascii_lowercase()),
+        }
+    }
+    if let Some(last) = segments.last_mut() {
+        if let Some(dot) = last.rfind('.') {
+            let ext = &last[dot + 1..];
+            if dot > 0 && !ext.is_empty() && ext.bytes().all(|c| c.is_ascii_alphanumeric()) {
+                last.truncate(dot);
+            }
+        }
+        // A trailing dot (`/sign-up.`) is dropped by some frameworks too.
+        while last.ends_with('.') && last.len() > 1 {
+            last.pop();
+        }
+    }
+    let mut out = String::with_capacity(raw.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization_table() {
+        let cases = [
+            ("/api/sign-up", "/api/sign-up"),
+            ("/API/Sign-Up", "/api/sign-up"),
+            ("/api/sign-up/", "/api/sign-up"),
+            ("//api///sign-up", "/api/sign-up"),
+            ("/api/./sign-up", "/api/sign-up"),
+            ("/api/x/../sign-up", "/api/sign-up"),
+            ("/../api/sign-up", "/api/sign-up"),
+            ("/api/sign-up;jsessionid=1", "/api/sign-up"),
+            ("/api;v=1/sign-up", "/api/sign-up"),
+            ("/api/sign-up.json", "/api/sign-up"),
+            ("/api/sign-up.", "/api/sign-up"),
+            ("/api/sign%2Dup", "/api/sign-up"),
+            ("/api/sign-up%20", "/api/sign-up"),
+            ("/api\\sign-up", "/api/sign-up"),
+            ("/", "/"),
+            ("", "/"),
+            ("/.well-known", "/.well-known"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize(raw), want, "normalize({raw:?})");
+        }
+    }
+
+    #[test]
+    fn matching_table() {
+        let t = RouteTable::new(["/api/sign-up", "/auth/Google/"]);
+        let cases = [
+            ("/api/sign-up", PathMatch::Gated(0)),
+            ("/api/SIGN-UP/", PathMatch::Gated(0)),
+            ("/api/sign-up.xml", PathMatch::Gated(0)),
+            ("/auth/google", PathMatch::Gated(1)),
+            ("/api/sign-in", PathMatch::Ungated),
+            ("/api/sign-upx", PathMatch::Ungated),
+            ("/api", PathMatch::Ungated),
+            ("/api%2Fsign-up", PathMatch::Refused),
+            ("/api/sign-up%2Fx", PathMatch::Refused),
+            ("/api/sign%252Dup", PathMatch::Refused),
+            ("/api\\sign-up", PathMatch::Refused),
+            ("/api/sign-up%00", PathMatch::Refused),
+            ("/api/sign-up%zz", PathMatch::Ungated),
+            ("/api/sign-up/x%zz/..%2F..", PathMatch::Refused),
+            ("/other%2Fpath", PathMatch::Ungated),
+            ("/static/a%2Fb", PathMatch::Ungated),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(t.find(raw), want, "find({raw:?})");
+        }
+    }
+
+    #[test]
+    fn empty_table_never_gates() {
+        assert_eq!(RouteTable::default().find("/api%2F"), PathMatch::Ungated);
+    }
+}

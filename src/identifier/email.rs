@@ -1,0 +1,244 @@
+//! Email addresses: the strict dot-atom grammar, IDNA domain validation, canonical form and
+//! the inbox key used by block matching.
+
+use std::fmt;
+
+use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+
+use super::{IdentifierError, MAX_INPUT_LEN, check_visible, snippet};
+
+const MAX_ADDRESS: usize = 254;
+const MAX_LOCAL: usize = 64;
+const MAX_DOMAIN: usize = 253;
+const MAX_LABEL: usize = 63;
+
+/// A canonical email address: `local@domain`, both lowercased, domain in ASCII.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Email {
+    canonical: String,
+    at: usize,
+}
+
+impl Email {
+    /// The canonical address.
+    pub fn as_str(&self) -> &str {
+        &self.canonical
+    }
+
+    /// The local part (before the `@`), lowercased.
+    pub fn local(&self) -> &str {
+        self.canonical.get(..self.at).unwrap_or_default()
+    }
+
+    /// The ASCII domain (after the `@`), lowercased, no trailing dot.
+    pub fn domain(&self) -> &str {
+        self.canonical.get(self.at + 1..).unwrap_or_default()
+    }
+
+    /// Whether the local part carries a sub-address: it contains `+`, `=` or `#` (Clerk's rule).
+    pub fn has_subaddress(&self) -> bool {
+        self.local().contains(['+', '=', '#'])
+    }
+
+    /// The address that reaches the same inbox: the local part cut at the first `+`, `=` or
+    /// `#`; for `gmail.com` and `googlemail.com` also without dots and with the domain
+    /// `gmail.com`.
+    pub fn inbox_key(&self) -> String {
+        let local = self.local();
+        let local = local
+            .find(['+', '=', '#'])
+            .and_then(|i| local.get(..i))
+            .unwrap_or(local);
+        let domain = self.domain();
+        let mut out = String::with_capacity(self.canonical.len());
+        if domain == "gmail.com" || domain == "googlemail.com" {
+            out.extend(local.chars().filter(|&c| c != '.'));
+            out.push_str("@gmail.com");
+        } else {
+            out.push_str(local);
+            out.push('@');
+            out.push_str(domain);
+        }
+        out
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.canonical)
+    }
+}
+
+/// Parse and canonicalize an email address (DESIGN §3). Fails closed.
+pub fn parse_email(s: &str) -> Result<Email, IdentifierError> {
+    const WHAT: &str = "email address";
+    if s.is_empty() {
+        return Err(IdentifierError::Empty(WHAT));
+    }
+    if s.len() > MAX_INPUT_LEN {
+        return Err(IdentifierError::TooLong {
+            what: WHAT,
+            len: s.len(),
+            max: MAX_ADDRESS,
+        });
+    }
+    check_visible(s, WHAT)?;
+    let ats = s.bytes().filter(|&b| b == b'@').count();
+    let (local, domain) = match (ats, s.split_once('@')) {
+        (1, Some(parts)) => parts,
+        (0, _) => return Err(IdentifierError::NoAt),
+        (n, _) => return Err(IdentifierError::ManyAt(n)),
+    };
+    check_local(local)?;
+    if domain.is_empty() {
+        return Err(IdentifierError::DomainEmpty);
+    }
+    let domain = canonical_domain(domain)?;
+    let mut canonical = String::with_capacity(local.len() + 1 + domain.len());
+    canonical.push_str(local);
+    canonical.make_ascii_lowercase();
+    canonical.push('@');
+    canonical.push_str(&domain);
+    if canonical.len() > MAX_ADDRESS {
+        return Err(IdentifierError::TooLong {
+            what: WHAT,
+            len: canonical.len(),
+            max: MAX_ADDRESS,
+        });
+    }
+    Ok(Email {
+        canonical,
+        at: local.len(),
+    })
+}
+
+fn check_local(local: &str) -> Result<(), IdentifierError> {
+    if local.is_empty() {
+        return Err(IdentifierError::LocalEmpty);
+    }
+    // The most telling error first: these are syntaxes a lenient parser would accept.
+    if local.contains('"') {
+        return Err(IdentifierError::Quoted);
+    }
+    if local.contains(['(', ')']) {
+        return Err(IdentifierError::Comment);
+    }
+    if local.contains('\\') {
+        return Err(IdentifierError::Backslash);
+    }
+    if local.contains("=?") {
+        return Err(IdentifierError::EncodedWord);
+    }
+    if let Some(c) = local.chars().find(|c| !c.is_ascii()) {
+        return Err(IdentifierError::LocalNonAscii(c));
+    }
+    if let Some(c) = local.chars().find(|&c| c != '.' && !is_atext(c)) {
+        return Err(IdentifierError::LocalChar(c));
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err(IdentifierError::LocalDots);
+    }
+    if local.len() > MAX_LOCAL {
+        return Err(IdentifierError::TooLong {
+            what: "part before the '@'",
+            len: local.len(),
+            max: MAX_LOCAL,
+        });
+    }
+    Ok(())
+}
+
+/// RFC 5322 `atext`.
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+}
+
+/// Convert a domain to its canonical ASCII form: IDNA (UTS #46, STD3 rules, nontransitional)
+/// to punycode, lowercase, one trailing dot removed; then every label must be LDH of 1 to 63
+/// characters without a leading or trailing hyphen, there must be at least two labels, the
+/// whole name at most 253 characters, and the last label not all digits (so IP addresses and
+/// `[literals]` fail).
+pub fn canonical_domain(s: &str) -> Result<String, IdentifierError> {
+    const WHAT: &str = "domain";
+    if s.is_empty() {
+        return Err(IdentifierError::DomainEmpty);
+    }
+    if s.len() > MAX_INPUT_LEN {
+        return Err(IdentifierError::TooLong {
+            what: WHAT,
+            len: s.len(),
+            max: MAX_DOMAIN,
+        });
+    }
+    check_visible(s, WHAT)?;
+    if s.starts_with('[') || s.ends_with(']') {
+        return Err(IdentifierError::DomainLiteral);
+    }
+    let mut ascii = if is_plain_ldh(s) {
+        // UTS #46 maps such a name to its lowercase form and nothing else.
+        s.to_ascii_lowercase()
+    } else {
+        Uts46::new()
+            .to_ascii(
+                s.as_bytes(),
+                AsciiDenyList::STD3,
+                Hyphens::CheckFirstLast,
+                DnsLength::Ignore,
+            )
+            .map_err(|_| IdentifierError::DomainInvalid(snippet(s)))?
+            .into_owned()
+    };
+    if ascii.ends_with('.') {
+        ascii.pop();
+    }
+    check_ldh(&ascii)?;
+    Ok(ascii)
+}
+
+/// ASCII letters, digits, hyphens and dots only, and no label that IDNA would decode
+/// (`xn--`). For these names the IDNA step is the identity up to case.
+fn is_plain_ldh(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !s
+            .split('.')
+            .any(|l| l.len() >= 4 && l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")))
+}
+
+pub(super) fn check_ldh(d: &str) -> Result<(), IdentifierError> {
+    if d.len() > MAX_DOMAIN {
+        return Err(IdentifierError::TooLong {
+            what: "domain",
+            len: d.len(),
+            max: MAX_DOMAIN,
+        });
+    }
+    let mut labels = 0usize;
+    let mut last = "";
+    for label in d.split('.') {
+        labels += 1;
+        last = label;
+        if label.is_empty() || label.len() > MAX_LABEL {
+            return Err(IdentifierError::DomainLabelLength(snippet(d)));
+        }
+        if let Some(ch) = label
+            .chars()
+            .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        {
+            return Err(IdentifierError::DomainChar {
+                domain: snippet(d),
+                ch,
+            });
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(IdentifierError::DomainHyphen(snippet(d)));
+        }
+    }
+    if labels < 2 {
+        return Err(IdentifierError::DomainSingleLabel(snippet(d)));
+    }
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(IdentifierError::DomainNumericTld(snippet(d)));
+    }
+    Ok(())
+}

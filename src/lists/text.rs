@@ -1,0 +1,130 @@
+//! List text (files, pasted lists): tokenizing into entries with line numbers, and parsing
+//! them, reporting every bad line instead of dropping it silently.
+
+use crate::identifier::ParseOptions;
+
+use super::{Entry, EntryError, ListKind, parse_entry};
+
+/// One entry's text and its 1-based line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token<'a> {
+    /// 1-based line number.
+    pub line: u32,
+    /// The entry text, quotes stripped.
+    pub text: &'a str,
+}
+
+/// A rejected entry in list text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: `{text}`: {error}")]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: u32,
+    /// The entry as written (cut to 120 characters).
+    pub text: String,
+    /// Why it was rejected.
+    pub error: EntryError,
+}
+
+/// Header words skipped on the first non-comment line (case-insensitive).
+const HEADERS: &[&str] = &[
+    "email",
+    "emails",
+    "email_address",
+    "email_addresses",
+    "emailaddress",
+    "e-mail",
+    "mail",
+    "address",
+    "identifier",
+    "identifiers",
+    "entry",
+    "entries",
+    "phone",
+    "phones",
+    "phone_number",
+    "phonenumber",
+    "wallet",
+    "wallets",
+    "wallet_address",
+    "domain",
+    "domains",
+];
+
+fn is_separator(c: char) -> bool {
+    matches!(c, ',' | ';' | ' ' | '\t' | '\r' | '\u{b}' | '\u{c}')
+}
+
+/// Split list text into entries: one per line or CSV; commas, semicolons, spaces and tabs
+/// also separate. A `#` at the start of a token starts a comment to the end of the line (a `#`
+/// inside a token is part of it, as in `a#b@x.com`). Blank lines are skipped, surrounding
+/// double quotes stripped, and header words (`email`, `phone`, …) on the first line that has
+/// any token are skipped. A UTF-8 byte-order mark at the start is ignored.
+pub fn split_entries(text: &str) -> Vec<Token<'_>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = Vec::new();
+    let mut seen_content = false;
+    for (n, raw) in text.split('\n').enumerate() {
+        let line = u32::try_from(n + 1).unwrap_or(u32::MAX);
+        let first_len = out.len();
+        for tok in raw.split(is_separator) {
+            if tok.starts_with('#') {
+                break;
+            }
+            let tok = strip_quotes(tok);
+            if tok.is_empty() {
+                continue;
+            }
+            out.push(Token { line, text: tok });
+        }
+        if !seen_content && out.len() > first_len {
+            seen_content = true;
+            let mut i = first_len;
+            while i < out.len() {
+                if out
+                    .get(i)
+                    .is_some_and(|t| HEADERS.iter().any(|h| h.eq_ignore_ascii_case(t.text)))
+                {
+                    out.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn strip_quotes(tok: &str) -> &str {
+    let tok = tok.strip_prefix('"').unwrap_or(tok);
+    tok.strip_suffix('"').unwrap_or(tok)
+}
+
+/// Parse every entry in `text` for `list`; bad entries are returned as [`LineError`]s.
+/// Duplicates are not errors (the matcher keeps the first).
+pub fn parse_entries(
+    text: &str,
+    list: ListKind,
+    opts: &ParseOptions,
+) -> (Vec<(Entry, u32)>, Vec<LineError>) {
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    for t in split_entries(text) {
+        match parse_entry(t.text, list, opts) {
+            Ok(e) => entries.push((e, t.line)),
+            Err(error) => errors.push(LineError {
+                line: t.line,
+                text: cut(t.text, 120),
+                error,
+            }),
+        }
+    }
+    (entries, errors)
+}
+
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", s.get(..i).unwrap_or_default()),
+        None => s.to_owned(),
+    }
+}

@@ -1,0 +1,489 @@
+//! The data path: accept loops, route matching, body limits, forwarding and the answers the
+//! gate gives itself.
+//!
+//! Per request: load the snapshot once (`load_full`), match the normalized path against the
+//! gated routes. Ungated requests stream to the upstream untouched (no buffering). Gated
+//! requests are read under the route's body limit, inspected by [`crate::gate::extract`],
+//! decided by [`crate::gate::decide`], and either forwarded with the exact bytes received or
+//! answered here. Every error maps to a status in one place ([`error::ProxyError::status`]).
+//!
+//! This module never imports `admin`, `store`, `reload` or axum.
+
+pub mod error;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::gate::decision::{Reason, decide};
+use crate::gate::extract::{self, Spec};
+use crate::gate::route::PathMatch;
+use crate::identifier::{self, Identifier};
+use crate::snapshot::{Route, Snapshot, SnapshotHandle};
+
+pub use error::ProxyError;
+
+/// The body sent to the upstream: the client's stream, or the buffered bytes of a gated request.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// The body sent to the client: the upstream's stream, or an answer of the gate's own.
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+
+/// Settings fixed for the life of the process (not reloadable).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub header_read_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// The proxy: the snapshot handle and one pooled upstream client.
+pub struct Proxy {
+    snapshots: SnapshotHandle,
+    client: Client<HttpConnector, ProxyBody>,
+    settings: ProxySettings,
+}
+
+impl Proxy {
+    /// Builds the proxy and its pooled upstream client.
+    pub fn new(snapshots: SnapshotHandle, settings: ProxySettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Proxy {
+            snapshots,
+            client,
+            settings,
+        }
+    }
+
+    /// Answers one request: forwarded, denied or refused.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+        let snap = self.snapshots.load_full();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        match self.dispatch(&snap, req, peer).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                let status = err.status();
+                if status.is_server_error() {
+                    tracing::warn!(%method, %path, %peer, status = status.as_u16(), error = %err, "proxy error");
+                } else {
+                    tracing::info!(%method, %path, %peer, status = status.as_u16(), code = err.code(), error = %err, "request refused");
+                }
+                err.into_response()
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        snap: &Arc<Snapshot>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<RespBody>, ProxyError> {
+        if req.headers().get_all(header::HOST).iter().count() > 1 {
+            return Err(bad("duplicate_host", "more than one Host header"));
+        }
+        let upgrade = websocket_upgrade(req.headers())?;
+        match snap.route_table.find(req.uri().path()) {
+            PathMatch::Ungated => {
+                let on_client = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+                let (parts, body) = req.into_parts();
+                self.forward(snap, parts, Either::Left(body), peer, upgrade, on_client)
+                    .await
+            }
+            PathMatch::Refused => Err(bad(
+                "path_ambiguous",
+                "the path uses an encoding (encoded '/' or '\\', NUL, double encoding) that could reach a gated route",
+            )),
+            PathMatch::Gated(i) => match snap.routes.get(i) {
+                Some(route) => self.gated(snap, route, req, peer, upgrade.is_some()).await,
+                None => Err(bad("internal", "route table out of sync")),
+            },
+        }
+    }
+
+    async fn gated(
+        &self,
+        snap: &Arc<Snapshot>,
+        route: &Route,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        upgrade: bool,
+    ) -> Result<Response<RespBody>, ProxyError> {
+        let method = req.method();
+        let safe = method == Method::GET || method == Method::HEAD;
+        let has_body = declares_body(req.headers());
+        if safe && has_body {
+            return Err(bad(
+                "body_not_allowed",
+                "a GET or HEAD request with a body is refused on a gated route",
+            ));
+        }
+        if !route.methods.contains(method) {
+            if safe && route.pass_safe_methods && !upgrade {
+                let (parts, body) = req.into_parts();
+                return self
+                    .forward(snap, parts, Either::Left(body), peer, None, None)
+                    .await;
+            }
+            return Err(ProxyError::MethodNotAllowed {
+                method: method.to_string(),
+                allow: route.allow_header(),
+            });
+        }
+        if upgrade {
+            return Err(bad(
+                "upgrade_not_allowed",
+                "protocol upgrades are refused on gated routes",
+            ));
+        }
+        let limit = route.body_limit;
+        if let Some(len) = content_length(req.headers())
+            && len > limit as u64
+        {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+
+        let (mut parts, body) = req.into_parts();
+        let collected =
+            tokio::time::timeout(snap.body_read_timeout, Limited::new(body, limit).collect())
+                .await
+                .map_err(|_| ProxyError::BodyReadTimeout)?;
+        let bytes = match collected {
+            Ok(c) => c.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+            Err(e) => return Err(ProxyError::BodyRead(e.to_string())),
+        };
+
+        let spec = Spec {
+            sources: &route.sources,
+            max_depth: snap.max_json_depth,
+            max_decoded: limit,
+        };
+        let found = extract::extract(&parts, &bytes, &spec)?;
+        let mut ids: Vec<Identifier> = Vec::with_capacity(found.len());
+        for f in &found {
+            let kind = route.sources.get(f.source).and_then(|s| s.kind);
+            match identifier::parse(&f.raw, kind, &snap.identifiers) {
+                Ok(id) => {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                Err(e) => {
+                    return Err(ProxyError::IdentifierInvalid {
+                        value: f.raw.clone(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        if ids.is_empty() && !route.optional {
+            return Err(ProxyError::IdentifierMissing);
+        }
+
+        let mut denied: Vec<&str> = Vec::new();
+        let mut reason = None;
+        for id in &ids {
+            let d = decide(snap, route, id);
+            if let Some(r) = d.deny {
+                denied.push(id.as_str());
+                reason.get_or_insert(r);
+            }
+            tracing::debug!(route = %route.name, allowed = d.is_allowed(), rule = d.rule.describe(), "decision");
+        }
+        if let Some(reason) = reason {
+            tracing::info!(route = %route.name, reason = reason.as_str(), %peer, "denied");
+            return Ok(denial(snap, &parts, &denied, reason));
+        }
+
+        // Forward exactly the bytes received, with an exact length.
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        self.forward(
+            snap,
+            parts,
+            Either::Right(Full::new(bytes)),
+            peer,
+            None,
+            None,
+        )
+        .await
+    }
+
+    async fn forward(
+        &self,
+        snap: &Arc<Snapshot>,
+        mut parts: http::request::Parts,
+        body: ProxyBody,
+        peer: SocketAddr,
+        upgrade: Option<HeaderValue>,
+        on_client: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<RespBody>, ProxyError> {
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(snap.upstream.scheme.clone())
+            .authority(snap.upstream.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| bad("bad_uri", &e.to_string()))?;
+        parts.version = Version::HTTP_11;
+        let upgrading = upgrade.is_some();
+        headers::to_upstream(&mut parts.headers, peer.ip(), upgrade);
+
+        let req = Request::from_parts(parts, body);
+        let mut resp =
+            match tokio::time::timeout(snap.upstream_response_timeout, self.client.request(req))
+                .await
+            {
+                Err(_) => return Err(ProxyError::UpstreamResponseTimeout),
+                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Ok(r)) => r,
+            };
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switched && upgrading {
+            if let Some(on_client) = on_client {
+                let on_upstream = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(on_client, on_upstream));
+            }
+        } else if switched {
+            return Err(ProxyError::Upstream(
+                "the upstream switched protocols without being asked".into(),
+            ));
+        }
+        headers::to_client(resp.headers_mut(), switched);
+        Ok(resp.map(Either::Left))
+    }
+
+    /// The settings this proxy was built with.
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((c, u)) => {
+            let mut c = TokioIo::new(c);
+            let mut u = TokioIo::new(u);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection closed");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}
+
+fn bad(code: &'static str, message: &str) -> ProxyError {
+    ProxyError::BadRequest {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+/// `Some(protocol)` for a WebSocket upgrade; `h2c` and other protocols are refused.
+fn websocket_upgrade(headers: &http::HeaderMap) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(bad("upgrade_refused", "more than one Upgrade header"));
+    }
+    let v = first.to_str().unwrap_or("").trim();
+    if v.eq_ignore_ascii_case("websocket") {
+        Ok(Some(first.clone()))
+    } else if v.to_ascii_lowercase().contains("h2c") {
+        Err(bad("upgrade_refused", "Upgrade: h2c is refused"))
+    } else {
+        Err(bad(
+            "upgrade_refused",
+            "only WebSocket upgrades are passed through",
+        ))
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether the request announces a body (chunked, or a non-zero length).
+fn declares_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut timed_out = false;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            timed_out = true;
+        }
+        source = s.source();
+    }
+    let detail = error_chain(e);
+    if e.is_connect() {
+        if timed_out {
+            ProxyError::UpstreamConnectTimeout
+        } else {
+            ProxyError::UpstreamConnect(detail)
+        }
+    } else {
+        ProxyError::Upstream(detail)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The denial: Clerk's `not_allowed_access` envelope, or a redirect for HTML form posts.
+fn denial(
+    snap: &Snapshot,
+    parts: &http::request::Parts,
+    identifiers: &[&str],
+    reason: Reason,
+) -> Response<RespBody> {
+    if let Some(location) = &snap.deny.redirect
+        && is_html_form(parts)
+    {
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
+        *resp.status_mut() = StatusCode::SEE_OTHER;
+        resp.headers_mut()
+            .insert(header::LOCATION, location.clone());
+        return resp;
+    }
+    let long = format!(
+        "{} is not allowed to access this application.",
+        identifiers.join(", ")
+    );
+    error::envelope(
+        snap.deny.status,
+        "Access not allowed.",
+        &long,
+        "not_allowed_access",
+        json!({ "identifiers": identifiers, "reason": reason.as_str() }),
+    )
+}
+
+fn is_html_form(parts: &http::request::Parts) -> bool {
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let accepts_html = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    (ct.starts_with("application/x-www-form-urlencoded") || ct.starts_with("multipart/form-data"))
+        && accepts_html
+}
+
+/// Accepts connections until `stop` turns true, then drains in-flight requests for at most
+/// the shutdown grace period. The listener is closed as soon as `stop` fires.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy.settings.header_read_timeout)
+        .keep_alive(true);
+    let local = listener.local_addr().ok();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let proxy = proxy.clone();
+                    let svc = service_fn(move |req| {
+                        let proxy = proxy.clone();
+                        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                    });
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(addr = ?local, connections = graceful.count(), "listener closed; draining");
+    if tokio::time::timeout(proxy.settings.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(addr = ?local, "drain timed out; closing remaining connections");
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

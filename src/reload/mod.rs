@@ -1,0 +1,379 @@
+//! The only writer of the snapshot: reads the config and list files, compiles, publishes.
+//!
+//! Triggers: a change in the parent directory of the config file or of any list file (notify;
+//! parent directories so that editors' rename-replace and Kubernetes ConfigMap `..data`
+//! symlink swaps are seen), debounced; SIGHUP; and a slow periodic re-read in case an event
+//! was lost. Content that did not change is skipped. A config that fails to parse, validate or
+//! compile — or that changes a setting that only a restart can change — is rejected and the
+//! last good snapshot stays in force. Nothing here can take the proxy down or open the gate.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{self, Config, ConfigError};
+use crate::lists::ListKind;
+use crate::snapshot::{self, CompileError, Inputs, ListFile, Snapshot, SnapshotHandle};
+
+/// Why a reload (or the first load) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: cannot read list file: {source}")]
+    ListFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Compile { path: PathBuf, source: CompileError },
+    #[error(
+        "{path}: {setting} changed, which needs a restart; the reload was rejected and the running configuration kept"
+    )]
+    NeedsRestart {
+        path: PathBuf,
+        setting: &'static str,
+    },
+}
+
+/// What one reload did.
+#[derive(Debug)]
+pub enum Outcome {
+    Applied { generation: u64, warnings: usize },
+    Unchanged,
+    Rejected(ReloadError),
+}
+
+/// Reads the config file and every list file it names.
+pub fn read_inputs(config_path: &Path) -> Result<(Inputs, u64), ReloadError> {
+    let text = std::fs::read_to_string(config_path).map_err(|source| {
+        ReloadError::Config(ConfigError::Io {
+            path: config_path.to_path_buf(),
+            source,
+        })
+    })?;
+    let config = config::from_str(&text, config_path)?;
+    let mut hasher = DefaultHasher::new();
+    text.hash(&mut hasher);
+    let mut list_files = Vec::new();
+    for (list, paths) in [
+        (ListKind::Allow, &config.lists.files.allow),
+        (ListKind::Block, &config.lists.files.block),
+    ] {
+        for path in paths {
+            let text = std::fs::read_to_string(path).map_err(|source| ReloadError::ListFile {
+                path: path.clone(),
+                source,
+            })?;
+            path.hash(&mut hasher);
+            text.hash(&mut hasher);
+            list_files.push(ListFile {
+                path: path.clone(),
+                list,
+                text,
+            });
+        }
+    }
+    Ok((
+        Inputs {
+            config_path: config_path.to_path_buf(),
+            config,
+            list_files,
+        },
+        hasher.finish(),
+    ))
+}
+
+/// Reads and compiles in one step (start-up, `idgate check`).
+pub fn load(config_path: &Path, generation: u64) -> Result<(Inputs, Snapshot, u64), ReloadError> {
+    let (inputs, fingerprint) = read_inputs(config_path)?;
+    let snapshot =
+        snapshot::compile(&inputs, generation).map_err(|source| ReloadError::Compile {
+            path: config_path.to_path_buf(),
+            source,
+        })?;
+    Ok((inputs, snapshot, fingerprint))
+}
+
+/// Settings that only a restart can change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fixed {
+    listen: Vec<SocketAddr>,
+    admin: SocketAddr,
+    header_read: Duration,
+    upstream_connect: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Fixed {
+    fn of(c: &Config) -> Fixed {
+        Fixed {
+            listen: c.listen.iter().map(|l| l.addr).collect(),
+            admin: c.admin.listen,
+            header_read: c.timeouts.header_read,
+            upstream_connect: c.timeouts.upstream_connect,
+            shutdown_grace: c.timeouts.shutdown_grace,
+        }
+    }
+
+    fn first_difference(&self, other: &Fixed) -> Option<&'static str> {
+        if self.listen != other.listen {
+            Some("listen")
+        } else if self.admin != other.admin {
+            Some("admin.listen")
+        } else if self.header_read != other.header_read {
+            Some("timeouts.header_read")
+        } else if self.upstream_connect != other.upstream_connect {
+            Some("timeouts.upstream_connect")
+        } else if self.shutdown_grace != other.shutdown_grace {
+            Some("timeouts.shutdown_grace")
+        } else {
+            None
+        }
+    }
+}
+
+/// The last reload's result, for status reporting.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub generation: u64,
+    pub applied_at: SystemTime,
+    pub last_error: Option<String>,
+}
+
+struct State {
+    fingerprint: u64,
+    generation: u64,
+    watched: Vec<PathBuf>,
+    debounce: Duration,
+    interval: Duration,
+    status: Status,
+}
+
+/// Publishes snapshots into one handle.
+pub struct Reloader {
+    config_path: PathBuf,
+    handle: SnapshotHandle,
+    fixed: Fixed,
+    state: Mutex<State>,
+}
+
+impl Reloader {
+    /// Starts from the inputs the first snapshot was built from.
+    pub fn new(
+        config_path: &Path,
+        inputs: &Inputs,
+        fingerprint: u64,
+        handle: SnapshotHandle,
+    ) -> Self {
+        let generation = handle.load().generation;
+        Reloader {
+            config_path: config_path.to_path_buf(),
+            fixed: Fixed::of(&inputs.config),
+            state: Mutex::new(State {
+                fingerprint,
+                generation,
+                watched: watched_dirs(inputs),
+                debounce: inputs.config.reload.debounce,
+                interval: inputs.config.reload.interval.unwrap_or(Duration::ZERO),
+                status: Status {
+                    generation,
+                    applied_at: SystemTime::now(),
+                    last_error: None,
+                },
+            }),
+            handle,
+        }
+    }
+
+    /// The status of the last reload.
+    pub fn status(&self) -> Status {
+        self.lock().status.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads everything now; applies it if it changed and is valid. Blocking (file I/O and
+    /// compilation): call it from `spawn_blocking` on a runtime.
+    pub fn reload(&self) -> Outcome {
+        let outcome = self.try_reload();
+        let mut st = self.lock();
+        match &outcome {
+            Outcome::Applied {
+                generation,
+                warnings,
+            } => {
+                tracing::info!(generation, warnings, "configuration reloaded");
+                st.status = Status {
+                    generation: *generation,
+                    applied_at: SystemTime::now(),
+                    last_error: None,
+                };
+            }
+            Outcome::Unchanged => tracing::debug!("configuration unchanged"),
+            Outcome::Rejected(e) => {
+                tracing::error!("reload rejected, keeping the last good configuration: {e}");
+                st.status.last_error = Some(e.to_string());
+            }
+        }
+        outcome
+    }
+
+    fn try_reload(&self) -> Outcome {
+        let (inputs, fingerprint) = match read_inputs(&self.config_path) {
+            Ok(x) => x,
+            Err(e) => return Outcome::Rejected(e),
+        };
+        let generation = {
+            let st = self.lock();
+            if st.fingerprint == fingerprint {
+                return Outcome::Unchanged;
+            }
+            st.generation + 1
+        };
+        if let Some(setting) = self.fixed.first_difference(&Fixed::of(&inputs.config)) {
+            return Outcome::Rejected(ReloadError::NeedsRestart {
+                path: self.config_path.clone(),
+                setting,
+            });
+        }
+        let snap = match snapshot::compile(&inputs, generation) {
+            Ok(s) => s,
+            Err(source) => {
+                return Outcome::Rejected(ReloadError::Compile {
+                    path: self.config_path.clone(),
+                    source,
+                });
+            }
+        };
+        for w in &snap.warnings {
+            tracing::warn!("{w}");
+        }
+        let warnings = snap.warnings.len();
+        let mut st = self.lock();
+        // Another reload may have won the race while we compiled; newest generation wins.
+        if st.generation >= generation {
+            return Outcome::Unchanged;
+        }
+        self.handle.store(Arc::new(snap));
+        st.fingerprint = fingerprint;
+        st.generation = generation;
+        st.debounce = inputs.config.reload.debounce;
+        st.interval = inputs.config.reload.interval.unwrap_or(Duration::ZERO);
+        for dir in watched_dirs(&inputs) {
+            if !st.watched.contains(&dir) {
+                st.watched.push(dir);
+            }
+        }
+        Outcome::Applied {
+            generation,
+            warnings,
+        }
+    }
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn watched_dirs(inputs: &Inputs) -> Vec<PathBuf> {
+    let mut dirs = vec![parent_dir(&inputs.config_path)];
+    for f in &inputs.list_files {
+        let d = parent_dir(&f.path);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    dirs
+}
+
+/// Runs the triggers until `stop` turns true: file events (debounced), SIGHUP, the interval.
+pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok() {
+            let _ = tx.send(());
+        }
+    }) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(
+                "file watching unavailable ({e}); relying on SIGHUP and the periodic re-read"
+            );
+            None
+        }
+    };
+    let mut watching: Vec<PathBuf> = Vec::new();
+    let mut sighup = hangup_signal();
+    loop {
+        let (dirs, debounce, interval) = {
+            let st = reloader.lock();
+            (st.watched.clone(), st.debounce, st.interval)
+        };
+        if let Some(w) = watcher.as_mut() {
+            for dir in dirs {
+                if !watching.contains(&dir) {
+                    match w.watch(&dir, RecursiveMode::NonRecursive) {
+                        Ok(()) => tracing::debug!(dir = %dir.display(), "watching"),
+                        Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch: {e}"),
+                    }
+                    watching.push(dir);
+                }
+            }
+        }
+        let periodic = async {
+            if interval.is_zero() {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(interval).await
+            }
+        };
+        let hup = async {
+            match sighup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            Some(()) = rx.recv() => {
+                // Wait for quiet: editors write in several steps.
+                loop {
+                    tokio::select! {
+                        Some(()) = rx.recv() => continue,
+                        _ = tokio::time::sleep(debounce) => break,
+                    }
+                }
+            }
+            _ = hup => tracing::info!("SIGHUP: reloading"),
+            _ = periodic => {}
+        }
+        let r = reloader.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || r.reload()).await {
+            tracing::error!("reload task failed: {e}");
+        }
+    }
+}
+
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

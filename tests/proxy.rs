@@ -1,0 +1,395 @@
+//! The gate end to end on loopback: a real upstream, the real wiring, raw HTTP/1.1 clients.
+//! Every denied or refused request is checked to have reached the upstream not at all.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn allowed_sign_up_is_forwarded_byte_for_byte() {
+    let g = start(STANDARD).await;
+    let body = br#"{"email":"Alice@ACME.com","password":"hunter2"}"#;
+    let r = post(g.addr, "/api/sign-up?x=1", "application/json", body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream").as_deref(), Some("yes"));
+    assert!(
+        r.header("x-hop").is_none(),
+        "response hop-by-hop header leaked"
+    );
+    let seen = g.upstream.last().expect("upstream called");
+    assert_eq!(&seen.body[..], &body[..]);
+    assert_eq!(seen.uri, "/api/sign-up?x=1");
+    assert_eq!(seen.headers["host"], "app.test");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "app.test");
+    assert!(seen.headers.get("connection").is_none_or(|v| v != "close"));
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn denials_use_clerks_envelope_and_never_reach_the_upstream() {
+    let g = start(STANDARD).await;
+    let cases = [
+        (r#"{"email":"mallory@acme.com"}"#, "blocklist"),
+        (r#"{"email":"Mallory+x@ACME.com"}"#, "blocklist"),
+        (r#"{"email":"eve@blocked.org"}"#, "blocklist"),
+        (r#"{"email":"eve@sub.blocked.org"}"#, "blocklist"),
+        (r#"{"email":"carol@elsewhere.net"}"#, "allowlist"),
+        (r#"{"email":"x@eng.acme.com"}"#, "allowlist"),
+    ];
+    for (body, reason) in cases {
+        let r = post_json(g.addr, "/api/sign-up", body).await;
+        assert_eq!(r.status, 403, "{body}: {}", r.text());
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        let j = r.json();
+        let e = &j["errors"][0];
+        assert_eq!(e["code"], "not_allowed_access", "{body}");
+        assert_eq!(e["message"], "Access not allowed.");
+        assert_eq!(e["meta"]["reason"], reason, "{body}");
+        assert!(
+            e["long_message"]
+                .as_str()
+                .unwrap()
+                .contains("is not allowed to access")
+        );
+        assert_eq!(e["meta"]["identifiers"].as_array().unwrap().len(), 1);
+    }
+    assert_eq!(
+        g.upstream.count(),
+        0,
+        "a denied request reached the upstream"
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn phones_wallets_forms_and_multipart() {
+    let g = start(STANDARD).await;
+    let ok = [
+        ("application/x-www-form-urlencoded", "email=bob%40partner.io&name=Bob".to_string()),
+        ("application/json", r#"{"email":"+1 (202) 555-0123"}"#.to_string()),
+        ("application/json", r#"{"email":"0x52908400098527886e0f7030069857d2e4169ee7"}"#.to_string()),
+        (
+            "multipart/form-data; boundary=XyZ",
+            "--XyZ\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\nbob@partner.io\r\n--XyZ--\r\n".to_string(),
+        ),
+    ];
+    for (ctype, body) in &ok {
+        let r = post(g.addr, "/api/sign-up", ctype, body.as_bytes()).await;
+        assert_eq!(r.status, 200, "{ctype} {body}: {}", r.text());
+        assert_eq!(&g.upstream.last().unwrap().body[..], body.as_bytes());
+    }
+    let n = g.upstream.count();
+    let r = post(
+        g.addr,
+        "/api/sign-up",
+        "application/x-www-form-urlencoded",
+        b"email=mallory%40acme.com",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(g.upstream.count(), n);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_missing_and_ambiguous_requests_are_refused() {
+    let g = start(STANDARD).await;
+    let cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
+        (
+            "/api/sign-up",
+            "application/json",
+            br#"{"email":"not-an-email"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/json",
+            br#"{"email":"a@b@acme.com"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/json",
+            br#"{"email":"\"a\"@acme.com"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/json",
+            br#"{"name":"no email"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/json",
+            br#"{"email":"a@acme.com","email":"mallory@acme.com"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/json",
+            br#"{"email":"a@acme.com","Email":"mallory@acme.com"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up?email=mallory@acme.com",
+            "application/json",
+            br#"{"email":"a@acme.com"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/json",
+            br#"{"email":["a@acme.com"]}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/json",
+            b"{\"email\":\"a@acme.com\"".to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/json; charset=utf-16",
+            br#"{"email":"a@acme.com"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/json",
+            b"\xEF\xBB\xBF{\"email\":\"a@acme.com\"}".to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "text/plain",
+            br#"{"email":"a@acme.com"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/x-www-form-urlencoded",
+            b"email=a%40acme.com&email=mallory%40acme.com".to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/x-www-form-urlencoded",
+            b"email=a%40acme.com&EMAIL=mallory%40acme.com".to_vec(),
+            400,
+        ),
+        (
+            "/api/sign-up",
+            "application/xml",
+            b"<email>a@acme.com</email>".to_vec(),
+            415,
+        ),
+    ];
+    for (path, ctype, body, want) in &cases {
+        let r = post(g.addr, path, ctype, body).await;
+        assert_eq!(
+            r.status,
+            *want,
+            "{path} {ctype} {}: {}",
+            String::from_utf8_lossy(body),
+            r.text()
+        );
+        let j = r.json();
+        assert!(j["errors"][0]["code"].is_string(), "{}", r.text());
+        assert!(j["errors"][0]["long_message"].is_string());
+    }
+    assert_eq!(
+        g.upstream.count(),
+        0,
+        "a refused request reached the upstream"
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn framing_methods_and_limits() {
+    let g = start(STANDARD).await;
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        // Wrong method on a gated path.
+        (b"GET /api/sign-up HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(), 405),
+        // GET with a body.
+        (b"GET /api/sign-up HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_vec(), 400),
+        // Method override headers.
+        (b"POST /api/sign-up HTTP/1.1\r\nHost: a\r\nX-HTTP-Method-Override: PUT\r\nContent-Type: application/json\r\nContent-Length: 22\r\nConnection: close\r\n\r\n{\"email\":\"a@acme.com\"}".to_vec(), 400),
+        // Two Host headers.
+        (b"POST /api/sign-up HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: 22\r\nConnection: close\r\n\r\n{\"email\":\"a@acme.com\"}".to_vec(), 400),
+        // Over the 4 KiB limit by Content-Length.
+        (format!("POST /api/sign-up HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n{}", "x".repeat(5000)).into_bytes(), 413),
+        // Over the limit while chunked.
+        (format!("POST /api/sign-up HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1388\r\n{}\r\n0\r\n\r\n", "x".repeat(5000)).into_bytes(), 413),
+        // Upgrade on a gated route, and h2c anywhere.
+        (b"POST /api/sign-up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n".to_vec(), 400),
+        (b"GET /anything HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n".to_vec(), 400),
+        // Encoded slash that could reach the gated route.
+        (b"POST /api%2Fsign-up HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(), 400),
+    ];
+    for (req, want) in &cases {
+        let r = raw(g.addr, req).await;
+        assert_eq!(
+            r.status,
+            *want,
+            "{}: {}",
+            String::from_utf8_lossy(&req[..60.min(req.len())]),
+            r.text()
+        );
+    }
+    let r = raw(
+        g.addr,
+        b"GET /api/sign-up HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.header("allow").as_deref(), Some("POST"));
+    assert_eq!(g.upstream.count(), 0);
+
+    // A chunked body under the limit is checked and forwarded with its exact bytes.
+    let r = raw(g.addr, b"POST /api/sign-up HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n9\r\n{\"email\":\r\nd\r\n\"a@acme.com\"}\r\n0\r\n\r\n").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = g.upstream.last().unwrap();
+    assert_eq!(&seen.body[..], br#"{"email":"a@acme.com"}"#);
+    assert_eq!(seen.headers["content-length"], "22");
+    assert!(seen.headers.get("transfer-encoding").is_none());
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn path_variants_are_gated_like_the_route() {
+    let g = start(STANDARD).await;
+    for path in [
+        "/api/sign-up",
+        "/API/Sign-Up",
+        "/api/sign-up/",
+        "//api//sign-up",
+        "/api/./sign-up",
+        "/x/../api/sign-up",
+        "/api/sign-up;jsessionid=1",
+        "/api/sign-up.json",
+        "/api/sign%2Dup",
+    ] {
+        let r = post_json(g.addr, path, r#"{"email":"mallory@acme.com"}"#).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+    }
+    assert_eq!(g.upstream.count(), 0);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn ungated_traffic_streams_through_untouched() {
+    let g = start(STANDARD).await;
+    let r = get(g.addr, "/static/app.js?v=1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(g.upstream.last().unwrap().uri, "/static/app.js?v=1");
+
+    // A body far over the gated limit passes on an ungated route (streamed, not buffered).
+    let big = vec![b'a'; 3 << 20];
+    let r = post(g.addr, "/upload", "application/octet-stream", &big).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(g.upstream.last().unwrap().body.len(), big.len());
+
+    // Path-override headers are stripped so the app cannot be steered to a gated handler.
+    let r = raw(g.addr, b"POST /other HTTP/1.1\r\nHost: a\r\nX-Original-URL: /api/sign-up\r\nX-Rewrite-URL: /api/sign-up\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(r.status, 200);
+    let seen = g.upstream.last().unwrap();
+    assert!(seen.headers.get("x-original-url").is_none());
+    assert!(seen.headers.get("x-rewrite-url").is_none());
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_on_ungated_routes() {
+    let g = start(STANDARD).await;
+    let mut s = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping over the tunnel").await.unwrap();
+    let mut echoed = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping over the tunnel");
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_502_and_504() {
+    let g = start(STANDARD).await;
+    let r = get(g.addr, "/slow").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["code"], "upstream_unavailable");
+    g.shutdown().await;
+
+    // An upstream port with nothing listening.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    write(&cfg, &config_text(closed, STANDARD));
+    let gate = idgate::app::Gate::start(&cfg).await.unwrap();
+    let r = get(gate.proxy_addrs()[0], "/").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let r = post_json(
+        gate.proxy_addrs()[0],
+        "/api/sign-up",
+        r#"{"email":"a@acme.com"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 502, "allowed sign-up to a dead upstream");
+    gate.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_in_flight_requests() {
+    let body = STANDARD.replace("upstream_response: 1s", "upstream_response: 10s");
+    let g = start(&body).await;
+    let addr = g.addr;
+    let admin = g.admin;
+    let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
+    assert!(eventually(Duration::from_secs(5), || async { g.upstream.count() == 1 }).await);
+    let gate = g.gate.as_ref().unwrap();
+    assert_eq!(get(admin, "/readyz").await.status, 200);
+    let _ = gate;
+    let TestGate { gate, upstream, .. } = g;
+    let shutdown = tokio::spawn(gate.unwrap().shutdown());
+    // During the drain: /readyz says 503 and new connections are refused.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            matches!(tokio::net::TcpStream::connect(admin).await, Ok(_))
+                && get(admin, "/readyz").await.status == 503
+        })
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await,
+        "the proxy listener should close at shutdown"
+    );
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request finished");
+    shutdown.await.unwrap();
+    assert_eq!(upstream.count(), 1);
+}

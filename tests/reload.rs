@@ -1,0 +1,183 @@
+//! Hot reload on a running gate: in-place writes, atomic renames, a Kubernetes ConfigMap-style
+//! symlink swap, broken edits that keep the last good lists, and settings that need a restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const WITH_FILES: &str = r#"
+lists:
+  files: { allow: [lists/allow.txt], block: [lists/block.txt] }
+routes:
+  - name: sign-up
+    path: /api/sign-up
+    kind: sign_up
+    identifier: [{ json: /email }]
+reload:
+  debounce: 50ms
+  interval: 0s
+"#;
+
+async fn status_for(addr: std::net::SocketAddr, email: &str) -> u16 {
+    post_json(addr, "/api/sign-up", &format!(r#"{{"email":"{email}"}}"#))
+        .await
+        .status
+}
+
+async fn becomes(addr: std::net::SocketAddr, email: &str, want: u16) -> bool {
+    eventually(Duration::from_secs(3), || async {
+        status_for(addr, email).await == want
+    })
+    .await
+}
+
+#[tokio::test]
+async fn in_place_write_and_atomic_rename() {
+    let g = start_with(
+        WITH_FILES,
+        &[
+            ("lists/allow.txt", "*@acme.com\n"),
+            ("lists/block.txt", "# none yet\n"),
+        ],
+    )
+    .await;
+    assert_eq!(status_for(g.addr, "dave@acme.com").await, 200);
+    assert_eq!(status_for(g.addr, "erin@partner.io").await, 403);
+
+    // In-place write (truncate + write, as `>` or most editors' "save" does).
+    std::fs::write(g.path("lists/block.txt"), "dave@acme.com\n").unwrap();
+    assert!(
+        becomes(g.addr, "dave@acme.com", 403).await,
+        "in-place write not applied"
+    );
+
+    // Atomic rename (vim, Kubernetes tools, `mv tmp file`).
+    let tmp = g.path("lists/.allow.txt.tmp");
+    std::fs::write(&tmp, "*@acme.com\nerin@partner.io\n").unwrap();
+    std::fs::rename(&tmp, g.path("lists/allow.txt")).unwrap();
+    assert!(
+        becomes(g.addr, "erin@partner.io", 200).await,
+        "rename not applied"
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn broken_edits_keep_the_last_good_snapshot() {
+    let g = start_with(
+        WITH_FILES,
+        &[("lists/allow.txt", "*@acme.com\n"), ("lists/block.txt", "")],
+    )
+    .await;
+    let gen0 = g.gate().snapshots().load().generation;
+
+    // A YAML syntax error: rejected, old config keeps serving.
+    let good = std::fs::read_to_string(g.config_path()).unwrap();
+    std::fs::write(g.config_path(), format!("{good}\nroutes: [[[\n")).unwrap();
+    let outcome = g.gate().reloader().reload();
+    assert!(
+        matches!(outcome, idgate::reload::Outcome::Rejected(_)),
+        "{outcome:?}"
+    );
+    let err = g.gate().reloader().status().last_error.unwrap();
+    assert!(err.contains("config.yaml"), "error names the file: {err}");
+    assert_eq!(status_for(g.addr, "dave@acme.com").await, 200);
+    assert_eq!(status_for(g.addr, "x@other.org").await, 403);
+    assert_eq!(g.gate().snapshots().load().generation, gen0);
+
+    // A missing list file: rejected too (never an empty list that opens the gate).
+    std::fs::write(g.config_path(), &good).unwrap();
+    std::fs::remove_file(g.path("lists/allow.txt")).unwrap();
+    let outcome = g.gate().reloader().reload();
+    assert!(
+        matches!(outcome, idgate::reload::Outcome::Rejected(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        status_for(g.addr, "x@other.org").await,
+        403,
+        "gate must stay closed"
+    );
+
+    // A malformed line is skipped and reported; the rest applies.
+    std::fs::write(
+        g.path("lists/allow.txt"),
+        "*@acme.com\nnot an @@ entry\nfrank@other.org\n",
+    )
+    .unwrap();
+    let outcome = g.gate().reloader().reload();
+    match outcome {
+        idgate::reload::Outcome::Applied { warnings, .. } => assert_eq!(warnings, 1),
+        other => panic!("expected applied, got {other:?}"),
+    }
+    let snap = g.gate().snapshots().load_full();
+    assert!(
+        snap.warnings[0].contains("allow.txt") && snap.warnings[0].contains("line 2"),
+        "{:?}",
+        snap.warnings
+    );
+    assert_eq!(status_for(g.addr, "frank@other.org").await, 200);
+
+    // Unchanged content is skipped.
+    assert!(matches!(
+        g.gate().reloader().reload(),
+        idgate::reload::Outcome::Unchanged
+    ));
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn listen_address_changes_are_refused() {
+    let g = start_with(
+        WITH_FILES,
+        &[("lists/allow.txt", "*@acme.com\n"), ("lists/block.txt", "")],
+    )
+    .await;
+    let text = std::fs::read_to_string(g.config_path())
+        .unwrap()
+        .replace("addr: 127.0.0.1:0", "addr: 127.0.0.1:1")
+        .replace("*@acme.com", "*@changed.com");
+    std::fs::write(g.config_path(), text).unwrap();
+    match g.gate().reloader().reload() {
+        idgate::reload::Outcome::Rejected(e) => assert!(e.to_string().contains("listen"), "{e}"),
+        other => panic!("expected rejection, got {other:?}"),
+    }
+    g.shutdown().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn configmap_symlink_swap() {
+    // Kubernetes mounts: config.yaml -> ..data/config.yaml, ..data -> ..2026_01_01; an update
+    // writes a new timestamped dir and renames a new ..data symlink over the old one.
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let lists = |allow: &str| {
+        format!(
+            "{}\nlists:\n  allow: [\"{allow}\"]\nroutes:\n  - name: s\n    path: /api/sign-up\n    kind: sign_up\n    identifier: [{{ json: /email }}]\nreload:\n  debounce: 50ms\n  interval: 0s\n",
+            config_text(upstream.addr, "")
+        )
+    };
+    write(&root.join("..v1/config.yaml"), &lists("*@acme.com"));
+    std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/config.yaml", root.join("config.yaml")).unwrap();
+    let gate = idgate::app::Gate::start(&root.join("config.yaml"))
+        .await
+        .unwrap();
+    let addr = gate.proxy_addrs()[0];
+    assert_eq!(status_for(addr, "a@acme.com").await, 200);
+    assert_eq!(status_for(addr, "a@beta.io").await, 403);
+
+    write(&root.join("..v2/config.yaml"), &lists("*@beta.io"));
+    std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    assert!(
+        becomes(addr, "a@beta.io", 200).await,
+        "symlink swap not applied"
+    );
+    assert_eq!(status_for(addr, "a@acme.com").await, 403);
+    gate.shutdown().await;
+}
