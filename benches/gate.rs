@@ -98,5 +98,76 @@ fn parsing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookups, parsing);
+/// A snapshot with `n` entries in each list, compiled from list-file text like a real reload.
+fn snapshot(n: u32) -> idgate::snapshot::Snapshot {
+    let text = "listen: [{ addr: 127.0.0.1:0 }]\nupstream: http://127.0.0.1:1\nlists:\n  max_entries: 2000000\nroutes:\n  - { name: sign-up, path: /api/sign-up, kind: sign_up, identifier: [{ json: /email }, { form: email }] }\n";
+    let config = idgate::config::from_str(text, std::path::Path::new("bench.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut allow = String::new();
+    let mut block = String::new();
+    for i in 0..n {
+        allow.push_str(&format!("user{i}@allowed{}.com\n", i % 5000));
+        block.push_str(&format!("user{i}@blocked{}.com\n", i % 5000));
+    }
+    let list = |list, text| idgate::snapshot::ListFile {
+        path: "bench.txt".into(),
+        list,
+        text,
+    };
+    let inputs = idgate::snapshot::Inputs {
+        config_path: "bench.yaml".into(),
+        config,
+        list_files: vec![list(ListKind::Allow, allow), list(ListKind::Block, block)],
+    };
+    idgate::snapshot::compile(&inputs, 1).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `decide` alone, and extraction + parsing + decision of a JSON sign-up (the gate's CPU work
+/// per gated request), against lists of 1M entries each.
+fn requests(c: &mut Criterion) {
+    let snap = snapshot(1_000_000);
+    let route = &snap.routes[0];
+    let mut g = c.benchmark_group("request");
+    for (name, email) in [
+        ("allowed", "user77@allowed77.com"),
+        ("blocked", "user78@blocked78.com"),
+        ("not_allowlisted", "someone@elsewhere.net"),
+    ] {
+        let id = match identifier::parse(email, None, &snap.identifiers) {
+            Ok(id) => id,
+            Err(e) => panic!("{e}"),
+        };
+        g.bench_function(BenchmarkId::new("decide_1M", name), |b| {
+            b.iter(|| black_box(idgate::gate::decide(&snap, route, black_box(&id)).is_allowed()))
+        });
+        let body = format!(r#"{{"email":"{email}","password":"correct horse battery staple"}}"#);
+        let req = http::Request::post("/api/sign-up")
+            .header("host", "app.example")
+            .header("content-type", "application/json")
+            .header("content-length", body.len())
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (parts, ()) = req.into_parts();
+        let spec = idgate::gate::extract::Spec {
+            sources: &route.sources,
+            max_depth: snap.max_json_depth,
+            max_decoded: route.body_limit,
+        };
+        g.bench_function(
+            BenchmarkId::new("extract_parse_decide_json_1M", name),
+            |b| {
+                b.iter(|| {
+                    let found = idgate::gate::extract::extract(&parts, body.as_bytes(), &spec);
+                    let found = found.unwrap_or_else(|e| panic!("{e}"));
+                    let id = identifier::parse(&found[0].raw, None, &snap.identifiers);
+                    let id = id.unwrap_or_else(|e| panic!("{e}"));
+                    black_box(idgate::gate::decide(&snap, route, &id).is_allowed())
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lookups, parsing, requests);
 criterion_main!(benches);

@@ -203,7 +203,9 @@ mod tests {
         crate::identifier::parse(s, None, &ParseOptions::default()).unwrap()
     }
 
-    /// (config body, route kind, identifier, expected reason or None for allow, expected rule)
+    /// (config prefix, lists, route kind, identifier, expected reason or None for allow, rule)
+    type Case<'a> = (&'a str, &'a str, RouteKind, &'a str, Option<Reason>, Rule);
+
     #[test]
     fn decision_table() {
         let base = r#"
@@ -212,7 +214,7 @@ lists:
   block: ["mallory@acme.com", "gmail.com", "*@blocked.org", "eve@corp.io"]
 "#;
         use Reason::*;
-        let cases: &[(&str, &str, RouteKind, &str, Option<Reason>, Rule)] = &[
+        let cases: &[Case] = &[
             // precedence: block (default)
             (
                 "",

@@ -354,6 +354,7 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
                 // Wait for quiet: editors write in several steps.
                 loop {
                     tokio::select! {
+                        _ = stopped(&mut stop) => return,
                         Some(()) = rx.recv() => continue,
                         _ = tokio::time::sleep(debounce) => break,
                     }
