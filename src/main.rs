@@ -48,6 +48,9 @@ enum Command {
         /// Address the demo gate listens on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Address of the demo's admin listener.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
     },
     /// Validate a configuration and its list files; print every error with file, line, column.
     CheckConfig {
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Run { config } => runtime_exit(run(&config)),
-        Command::Demo { listen } => runtime_exit(run_demo(listen)),
+        Command::Demo { listen, admin } => runtime_exit(run_demo(listen, admin)),
         Command::CheckConfig { config } => check_config(&config),
         Command::Check {
             identifier,
@@ -124,14 +127,14 @@ fn run(config: &Path) -> anyhow::Result<()> {
     })
 }
 
-fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
+fn run_demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let app = demo::start_app().await?;
         let dir = std::env::temp_dir().join(format!("idgate-demo-{}", std::process::id()));
-        let config = demo::write_files(&dir, app, listen)?;
+        let config = demo::write_files(&dir, app, listen, admin)?;
         let gate = Gate::start(&config).await?;
         let addr = gate.proxy_addrs().first().copied().unwrap_or(listen);
-        println!("{}", demo::curl_lines(addr, &dir));
+        println!("{}", demo::curl_lines(addr, gate.admin_addr(), &dir));
         gate.run_until_signal().await;
         Ok(())
     })

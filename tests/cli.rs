@@ -211,7 +211,7 @@ fn run_serves_curl_reloads_on_sighup_and_stops_on_sigterm() {
 fn demo_prints_curl_lines_that_behave_as_documented() {
     let mut child = Proc(
         Command::new(BIN)
-            .args(["demo", "--listen", "127.0.0.1:0"])
+            .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .env("IDGATE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

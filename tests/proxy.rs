@@ -391,3 +391,65 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     shutdown.await.unwrap();
     assert_eq!(upstream.count(), 1);
 }
+
+#[tokio::test]
+async fn html_form_denials_can_redirect() {
+    let body = format!("{STANDARD}deny:\n  status: 451\n  redirect: /denied\n");
+    let g = start(&body).await;
+    let form = b"email=mallory%40acme.com";
+    let mut req = format!(
+        "POST /api/sign-up HTTP/1.1\r\nHost: a\r\nAccept: text/html,*/*\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        form.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(form);
+    let r = raw(g.addr, &req).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location").as_deref(), Some("/denied"));
+    // An API client (JSON) gets the configured status and the envelope instead.
+    let r = post_json(g.addr, "/api/sign-up", r#"{"email":"mallory@acme.com"}"#).await;
+    assert_eq!(r.status, 451);
+    assert_eq!(r.json()["errors"][0]["code"], "not_allowed_access");
+    assert_eq!(g.upstream.count(), 0);
+    g.shutdown().await;
+}
+
+/// hyper applies RFC 9112 §6.3 before the gate sees a request: with both Content-Length and
+/// `Transfer-Encoding: chunked`, the chunked framing wins and Content-Length is dropped. The
+/// gate decides on that body and the upstream receives exactly it, re-framed: no desync.
+#[tokio::test]
+async fn content_length_with_chunked_cannot_desync_gate_and_upstream() {
+    let g = start(STANDARD).await;
+    let chunked = |path: &str, ctype: &str, chunk: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: {ctype}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+            chunk.len()
+        )
+    };
+    let r = raw(
+        g.addr,
+        chunked("/ungated", "text/plain", "hello world").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(&g.upstream.last().unwrap().body[..], b"hello world");
+
+    let blocked = chunked(
+        "/api/sign-up",
+        "application/json",
+        r#"{"email":"mallory@acme.com"}"#,
+    );
+    assert_eq!(raw(g.addr, blocked.as_bytes()).await.status, 403);
+    let allowed = chunked(
+        "/api/sign-up",
+        "application/json",
+        r#"{"email":"al@acme.com"}"#,
+    );
+    let r = raw(g.addr, allowed.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = g.upstream.last().unwrap();
+    assert_eq!(&seen.body[..], br#"{"email":"al@acme.com"}"#);
+    assert_eq!(seen.headers["content-length"], "23");
+    assert_eq!(g.upstream.count(), 2);
+    g.shutdown().await;
+}

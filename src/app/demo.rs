@@ -23,6 +23,7 @@ const EXAMPLE_ALLOW: &str = include_str!("../../lists/allow.txt");
 const EXAMPLE_BLOCK: &str = include_str!("../../lists/block.txt");
 const EXAMPLE_UPSTREAM: &str = "upstream: http://127.0.0.1:3000";
 const EXAMPLE_LISTEN: &str = "addr: 127.0.0.1:8080";
+const EXAMPLE_ADMIN: &str = "listen: 127.0.0.1:9090";
 
 /// Why the demo could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -38,20 +39,23 @@ pub enum DemoError {
     App(std::io::Error),
 }
 
-/// Writes the demo config (upstream and listen address replaced) and list files into `dir`.
+/// Writes the demo config (upstream, listen and admin addresses replaced) and list files into
+/// `dir`.
 pub fn write_files(
     dir: &Path,
     upstream: SocketAddr,
     listen: SocketAddr,
+    admin: SocketAddr,
 ) -> Result<PathBuf, DemoError> {
-    for needle in [EXAMPLE_UPSTREAM, EXAMPLE_LISTEN] {
+    for needle in [EXAMPLE_UPSTREAM, EXAMPLE_LISTEN, EXAMPLE_ADMIN] {
         if !EXAMPLE_CONFIG.contains(needle) {
             return Err(DemoError::ExampleChanged(needle));
         }
     }
     let config = EXAMPLE_CONFIG
         .replacen(EXAMPLE_UPSTREAM, &format!("upstream: http://{upstream}"), 1)
-        .replacen(EXAMPLE_LISTEN, &format!("addr: {listen}"), 1);
+        .replacen(EXAMPLE_LISTEN, &format!("addr: {listen}"), 1)
+        .replacen(EXAMPLE_ADMIN, &format!("listen: {admin}"), 1);
     let write = |rel: &str, text: &str| -> Result<(), DemoError> {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
@@ -136,7 +140,7 @@ async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
 }
 
 /// The curl lines the demo prints.
-pub fn curl_lines(gate: SocketAddr, dir: &Path) -> String {
+pub fn curl_lines(gate: SocketAddr, admin: SocketAddr, dir: &Path) -> String {
     let url = format!("http://{gate}/api/sign-up");
     let post = |email: &str| {
         format!(
@@ -152,7 +156,7 @@ pub fn curl_lines(gate: SocketAddr, dir: &Path) -> String {
          Malformed identifier -> 400, never forwarded:\n{}\n\
          \n\
          Edit {}/lists/allow.txt or block.txt and the change applies within a second.\n\
-         Open http://{gate}/ for an HTML form. Ctrl-C stops.",
+         Open http://{gate}/ for an HTML form; health on http://{admin}/readyz. Ctrl-C stops.",
         post("alice@acme.com"),
         post("mallory@acme.com"),
         post("someone@elsewhere.net"),

@@ -221,4 +221,17 @@ mod tests {
     fn empty_table_never_gates() {
         assert_eq!(RouteTable::default().find("/api%2F"), PathMatch::Ungated);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn normalize_never_panics_and_is_idempotent(raw in "\\PC{0,40}", bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            let once = normalize(&raw);
+            proptest::prop_assert_eq!(normalize(&once), once.clone());
+            proptest::prop_assert!(once.starts_with('/'));
+            let lossy = String::from_utf8_lossy(&bytes).into_owned();
+            let t = RouteTable::new(["/api/sign-up"]);
+            let _ = t.find(&lossy);
+            let _ = t.find(&raw);
+        }
+    }
 }

@@ -130,7 +130,7 @@ fn builtin_disposable() -> Arc<DisposableDomains> {
 pub fn compile(inputs: &Inputs, generation: u64) -> Result<Snapshot, CompileError> {
     let cfg = &inputs.config;
     let mut errors = Vec::new();
-    let mut warnings = Vec::new();
+    let mut warnings = cfg.warnings();
 
     let identifiers = match cfg.identifiers.default_phone_region.as_deref() {
         None => ParseOptions {
