@@ -15,3 +15,4 @@ pub mod lists;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;
+pub mod store;
