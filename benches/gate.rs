@@ -118,6 +118,7 @@ fn snapshot(n: u32) -> idgate::snapshot::Snapshot {
         config_path: "bench.yaml".into(),
         config,
         list_files: vec![list(ListKind::Allow, allow), list(ListKind::Block, block)],
+        store: idgate::snapshot::StoreView::default(),
     };
     idgate::snapshot::compile(&inputs, 1).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -12,8 +12,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use idgate::app::{Gate, demo};
-use idgate::gate::decide;
+use idgate::gate::explain;
 use idgate::identifier;
+use idgate::snapshot::{Snapshot, StoreLists, StoreView};
 
 #[derive(Parser)]
 #[command(
@@ -141,7 +142,8 @@ fn run_demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn check_config(config: &Path) -> ExitCode {
-    match idgate::reload::load(config, 1) {
+    // The store is not opened: check-config validates files only.
+    match idgate::reload::load(config, StoreView::default(), 1) {
         Ok((_, snap, _)) => {
             for w in &snap.warnings {
                 eprintln!("warning: {w}");
@@ -163,8 +165,8 @@ fn check_config(config: &Path) -> ExitCode {
 }
 
 fn check(input: &str, route: Option<&str>, config: &Path, json: bool) -> ExitCode {
-    let snap = match idgate::reload::load(config, 1) {
-        Ok((_, snap, _)) => snap,
+    let snap = match load_with_store(config) {
+        Ok(snap) => snap,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(3);
@@ -182,32 +184,24 @@ fn check(input: &str, route: Option<&str>, config: &Path, json: bool) -> ExitCod
         }
         return ExitCode::from(3);
     }
+    let id = match identifier::parse(input, None, &snap.identifiers) {
+        Ok(id) => id,
+        Err(e) => {
+            if json {
+                let v = serde_json::json!({ "identifier": input, "error": e.to_string(), "status": 400 });
+                println!("{v}");
+            } else {
+                println!("{input}: refused (400): {e}");
+            }
+            return ExitCode::from(3);
+        }
+    };
     let mut denied = false;
     let mut results = Vec::new();
-    let mut first_error = None;
     for r in &routes {
-        // Each route may type its sources, but `check` takes the identifier as typed by the user.
-        let id = match identifier::parse(input, None, &snap.identifiers) {
-            Ok(id) => id,
-            Err(e) => {
-                first_error = Some(e.to_string());
-                break;
-            }
-        };
-        let d = decide(&snap, r, &id);
+        let (d, e) = explain(&snap, r, &id);
         denied |= !d.is_allowed();
-        results.push((r.name.clone(), r.kind, id.to_string(), d.explain()));
-    }
-    if let Some(e) = first_error {
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({ "identifier": input, "error": e, "status": 400 })
-            );
-        } else {
-            println!("{input}: refused (400): {e}");
-        }
-        return ExitCode::from(3);
+        results.push((r.name.clone(), r.kind, id.to_string(), e));
     }
     if json {
         let items: Vec<_> = results
@@ -242,4 +236,20 @@ fn check(input: &str, route: Option<&str>, config: &Path, json: bool) -> ExitCod
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The config plus the admin store's entries and restrictions, when the store file exists.
+fn load_with_store(config: &Path) -> anyhow::Result<Snapshot> {
+    let cfg = idgate::config::load(config)?;
+    let view = if cfg.store.sqlite.exists() {
+        let store = idgate::store::Store::open_sqlite(&cfg.store.sqlite)?;
+        let state = store.load()?;
+        StoreView {
+            lists: std::sync::Arc::new(StoreLists::from_entries(&state.entries)),
+            restrictions: state.restrictions,
+        }
+    } else {
+        StoreView::default()
+    };
+    Ok(idgate::reload::load(config, view, 1)?.1)
 }

@@ -80,7 +80,12 @@ fn data_path_never_imports_the_control_plane() {
                 "admin", "store", "reload", "axum", "proxy", "tokio", "hyper", "lists",
             ],
         ),
-        ("snapshot", &["admin", "store", "reload", "proxy"]),
+        // The snapshot takes a store *view* (entries, restriction overrides), per DESIGN §4.
+        ("snapshot", &["admin", "reload", "proxy", "axum"]),
+        (
+            "store",
+            &["proxy", "gate", "admin", "reload", "axum", "hyper"],
+        ),
         (
             "config",
             &["admin", "store", "reload", "proxy", "tokio", "hyper"],

@@ -453,3 +453,125 @@ async fn content_length_with_chunked_cannot_desync_gate_and_upstream() {
     assert_eq!(g.upstream.count(), 2);
     g.shutdown().await;
 }
+
+/// A header the gate reads must reach the upstream as the gate read it. `Connection` may name
+/// end-to-end headers, and the proxy strips what it names: with `Connection: Content-Type` the
+/// upstream got a JSON body without a content type, which Rack parses as a form
+/// (`email=mallory@acme.com` hidden in a JSON string) after the gate read `al@acme.com`.
+#[tokio::test]
+async fn connection_cannot_strip_headers_the_gate_read() {
+    let g = start(STANDARD).await;
+    let body = r#"{"a":"&email=mallory@acme.com&","email":"al@acme.com"}"#;
+    for listed in [
+        "Content-Type",
+        "keep-alive, content-type",
+        "Content-Encoding",
+        "Content-Length",
+        "Host",
+        "x-forwarded-host",
+    ] {
+        let req = format!(
+            "POST /api/sign-up HTTP/1.1\r\nHost: a\r\nConnection: {listed}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let r = raw(g.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "Connection: {listed}: {}", r.text());
+        assert_eq!(r.json()["errors"][0]["code"], "connection_names_header");
+    }
+    assert_eq!(g.upstream.count(), 0, "the upstream saw a stripped request");
+
+    // The usual tokens still pass, and the body arrives with its content type.
+    for listed in ["keep-alive", "close", "Keep-Alive, TE", "Upgrade"] {
+        let req = format!(
+            "POST /api/sign-up HTTP/1.1\r\nHost: a\r\nConnection: {listed}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let r = raw(g.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 200, "Connection: {listed}: {}", r.text());
+        let seen = g.upstream.last().unwrap();
+        assert_eq!(seen.headers["content-type"], "application/json");
+    }
+    g.shutdown().await;
+}
+
+/// `pass_safe_methods` lets a bodiless GET through unread; it must not carry a method override
+/// that turns it into a POST at the handler, nor a `Connection` that strips headers.
+#[tokio::test]
+async fn safe_method_passthrough_refuses_overrides() {
+    let body = STANDARD.replace(
+        "    kind: sign_up\n",
+        "    kind: sign_up\n    pass_safe_methods: true\n",
+    );
+    let g = start(&body).await;
+    let refused = [
+        "GET /api/sign-up HTTP/1.1\r\nHost: a\r\nX-HTTP-Method-Override: POST\r\nConnection: close\r\n\r\n",
+        "GET /api/sign-up?_method=POST&email=mallory%40acme.com HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "HEAD /api/sign-up HTTP/1.1\r\nHost: a\r\nX-Method-Override: POST\r\nConnection: close\r\n\r\n",
+        "GET /api/sign-up HTTP/1.1\r\nHost: a\r\nConnection: close, content-type\r\n\r\n",
+    ];
+    for req in refused {
+        let r = raw(g.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{req}: {}", r.text());
+    }
+    assert_eq!(g.upstream.count(), 0, "an override reached the upstream");
+    let r = get(g.addr, "/api/sign-up?next=%2Fhome").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(g.upstream.count(), 1);
+    g.shutdown().await;
+}
+
+/// The invalid value is echoed clipped and escaped: no 64 KiB reflections, no raw newlines
+/// in the error body or the log line.
+#[tokio::test]
+async fn invalid_identifiers_are_echoed_clipped_and_escaped() {
+    let g = start(STANDARD).await;
+    let long = format!(r#"{{"email":"{}@acme..com"}}"#, "a".repeat(3000));
+    let r = post_json(g.addr, "/api/sign-up", &long).await;
+    assert_eq!(r.status, 400);
+    let msg = r.json()["errors"][0]["long_message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(msg.len() < 400, "long_message is {} bytes", msg.len());
+    let r = post_json(g.addr, "/api/sign-up", r#"{"email":"no\nsuch\u0000thing"}"#).await;
+    assert_eq!(r.status, 400);
+    let msg = r.json()["errors"][0]["long_message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!msg.contains('\n') && !msg.contains('\0'), "{msg:?}");
+    assert_eq!(g.upstream.count(), 0);
+    g.shutdown().await;
+}
+
+/// Gated bodies are buffered under one budget (64 MiB) shared by all connections: slow
+/// clients that announce big bodies cannot make the gate hold unbounded memory. The next one
+/// is answered 503 at once, and the budget comes back when a slow client goes away.
+#[tokio::test]
+async fn gated_buffering_has_a_global_budget() {
+    let body = STANDARD.replace("  body: 4KiB", "  body: 40MiB");
+    let g = start(&body).await;
+    let head = "POST /api/sign-up HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 41943040\r\n\r\n{\"email\":";
+    let mut slow = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let r = raw(g.addr, head.as_bytes()).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(r.json()["errors"][0]["code"], "busy");
+
+    drop(slow);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            post_json(g.addr, "/api/sign-up", r#"{"email":"al@acme.com"}"#)
+                .await
+                .status
+                == 200
+        })
+        .await,
+        "the budget was not returned"
+    );
+    assert_eq!(g.upstream.count(), 1);
+    g.shutdown().await;
+}

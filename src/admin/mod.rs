@@ -1,26 +1,44 @@
 //! The admin listener (loopback by default): an axum router.
 //!
-//! Routes today:
+//! Routes:
 //!
-//! | method | path       | auth | answer |
-//! |--------|------------|------|--------|
+//! | method | path | auth | answer |
+//! |--------|------|------|--------|
 //! | GET    | `/healthz` | none | 200 while the process serves |
 //! | GET    | `/readyz`  | none | 200 while accepting traffic, 503 once shutdown began |
+//! | GET, POST | `/v1/allowlist_identifiers` | Bearer | Clerk: list, create |
+//! | DELETE | `/v1/allowlist_identifiers/{id}` | Bearer | Clerk: delete |
+//! | GET, POST | `/v1/blocklist_identifiers` | Bearer | Clerk: list, create |
+//! | DELETE | `/v1/blocklist_identifiers/{id}` | Bearer | Clerk: delete |
+//! | GET, PATCH | `/v1/instance` | Bearer | Clerk: instance (PATCH: 204, nothing stored) |
+//! | PATCH  | `/v1/instance/restrictions` | Bearer | Clerk: restrictions |
+//! | PATCH  | `/v1/beta_features/instance_settings` | Bearer | Clerk: `restricted_to_allowlist` |
 //!
-//! The Clerk and Magic list APIs are added here (one file per resource) in later issues. The
-//! data path never imports this module.
+//! Everything under `/v1` passes [`auth`] (also unknown paths, which answer 404
+//! `resource_not_found` only once authenticated), a body limit of [`BODY_LIMIT`] (413 in
+//! Clerk's envelope), and answers errors in Clerk's envelope ([`error`]). Every request is
+//! traced in a span with method, path and status; headers (and so keys) are never logged.
+//! The data path never imports this module.
+
+pub mod auth;
+pub mod clerk;
+pub mod error;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::snapshot::SnapshotHandle;
 
@@ -29,15 +47,56 @@ use crate::snapshot::SnapshotHandle;
 pub struct AdminState {
     /// False once shutdown began (`/readyz` answers 503).
     pub ready: Arc<AtomicBool>,
+    /// The current snapshot (config/file entries in `allow`/`block`, the effective policy).
     pub snapshots: SnapshotHandle,
+    /// Durable API-managed entries and restriction overrides.
+    pub store: Arc<crate::store::Store>,
+    /// Applies committed store changes to the live gate before a write is answered.
+    pub reloader: Arc<crate::reload::Reloader>,
+    /// `admin.secret_keys`; empty refuses every `/v1` request. Never logged.
+    pub secret_keys: Arc<Vec<String>>,
 }
+
+/// Largest request body the admin API reads (413 above).
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
+    let v1 = clerk::routes()
+        .fallback(|| async { error::ClerkError::EndpointNotFound.into_response() })
+        .method_not_allowed_fallback(|| async {
+            error::ClerkError::MethodNotAllowed.into_response()
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_secret_key,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .nest("/v1", v1)
+        .layer(middleware::from_fn(trace))
         .with_state(state)
+}
+
+/// One span per request: method, path (no query, no headers), status.
+async fn trace(req: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "admin",
+        method = %req.method(),
+        path = %req.uri().path(),
+        status = tracing::field::Empty,
+    );
+    async move {
+        let resp = next.run(req).await;
+        let status = resp.status().as_u16();
+        tracing::Span::current().record("status", status);
+        tracing::debug!(status, "admin request");
+        resp
+    }
+    .instrument(span)
+    .await
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -74,24 +133,20 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
 
 #[cfg(test)]
 mod tests {
+    use super::testkit::{KEY, kit};
     use super::*;
-    use crate::snapshot::Snapshot;
-    use arc_swap::ArcSwap;
     use axum::body::Body;
+    use axum::http::header;
     use tower::ServiceExt;
-
-    fn state(ready: bool, snap: Snapshot) -> AdminState {
-        AdminState {
-            ready: Arc::new(AtomicBool::new(ready)),
-            snapshots: Arc::new(ArcSwap::from_pointee(snap)),
-        }
-    }
 
     #[tokio::test]
     async fn readyz_follows_the_flag() {
+        let k = kit("", "", "");
         for (ready, want) in [(true, 200), (false, 503)] {
-            let app = router(state(ready, crate::snapshot::tests::minimal()));
-            let resp = app
+            k.state.ready.store(ready, Ordering::Release);
+            let resp = k
+                .app
+                .clone()
                 .oneshot(
                     axum::http::Request::get("/readyz")
                         .body(Body::empty())
@@ -101,5 +156,166 @@ mod tests {
                 .unwrap();
             assert_eq!(resp.status().as_u16(), want);
         }
+    }
+
+    #[tokio::test]
+    async fn v1_auth_table() {
+        let k = kit("", "", "");
+        let key = format!("Bearer {KEY}");
+        let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+            (
+                "GET",
+                "/v1/blocklist_identifiers",
+                Some(key.as_str()),
+                200,
+                "",
+            ),
+            (
+                "GET",
+                "/v1/blocklist_identifiers",
+                Some("Bearer sk_test_other"),
+                200,
+                "",
+            ),
+            (
+                "GET",
+                "/v1/blocklist_identifiers",
+                None,
+                401,
+                "clerk_key_invalid",
+            ),
+            (
+                "GET",
+                "/v1/blocklist_identifiers",
+                Some("Bearer nope"),
+                401,
+                "clerk_key_invalid",
+            ),
+            (
+                "GET",
+                "/v1/blocklist_identifiers",
+                Some(KEY),
+                401,
+                "authorization_header_format_invalid",
+            ),
+            (
+                "POST",
+                "/v1/allowlist_identifiers",
+                Some("Token x"),
+                401,
+                "authorization_header_format_invalid",
+            ),
+            (
+                "DELETE",
+                "/v1/allowlist_identifiers/alid_1",
+                None,
+                401,
+                "clerk_key_invalid",
+            ),
+            (
+                "PATCH",
+                "/v1/instance/restrictions",
+                Some("Bearer x"),
+                401,
+                "clerk_key_invalid",
+            ),
+            // Unknown paths under /v1 are authenticated first, then 404 in the envelope.
+            ("GET", "/v1/users", None, 401, "clerk_key_invalid"),
+            (
+                "GET",
+                "/v1/users",
+                Some(key.as_str()),
+                404,
+                "resource_not_found",
+            ),
+            (
+                "PUT",
+                "/v1/blocklist_identifiers",
+                Some(key.as_str()),
+                405,
+                "request_method_not_allowed",
+            ),
+            // Health endpoints need no key.
+            ("GET", "/healthz", None, 200, ""),
+        ];
+        for (method, path, auth, status, code) in cases {
+            let a = k.call_with(method, path, None, *auth, true).await;
+            assert_eq!(a.status, *status, "{method} {path} {auth:?}: {a:?}");
+            assert_eq!(a.code(), *code, "{method} {path} {auth:?}");
+            if *status >= 400 {
+                assert_eq!(a.content_type.as_deref(), Some("application/json"));
+                assert!(!a.long_message().is_empty());
+            }
+        }
+        let a = k
+            .call_with("GET", "/v1/blocklist_identifiers", None, Some(KEY), true)
+            .await;
+        assert_eq!(
+            a.long_message(),
+            "Invalid Authorization header format. Must be \"Bearer <YOUR_API_KEY>\""
+        );
+        let a = k.call_with("GET", "/v1/instance", None, None, false).await;
+        assert_eq!(
+            a.json["errors"][0]["message"],
+            "The provided Clerk Secret Key is invalid. Make sure that your Clerk Secret Key is correct."
+        );
+    }
+
+    #[tokio::test]
+    async fn no_keys_configured_refuses_every_v1_request() {
+        let k = kit("", "", "");
+        let app = router(AdminState {
+            secret_keys: Arc::new(Vec::new()),
+            ..k.state.clone()
+        });
+        for auth in ["Bearer ", "Bearer x", "Bearer sk_test_kit"] {
+            let resp = app
+                .clone()
+                .oneshot(
+                    axum::http::Request::get("/v1/instance")
+                        .header(header::AUTHORIZATION, auth)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 401, "{auth}");
+        }
+    }
+
+    #[tokio::test]
+    async fn body_limit_and_media_type() {
+        let k = kit("", "", "");
+        let big = format!("{{\"identifier\":\"{}@x.com\"}}", "a".repeat(BODY_LIMIT));
+        let a = k
+            .call("POST", "/v1/blocklist_identifiers", Some(&big))
+            .await;
+        assert_eq!(
+            (a.status, a.code()),
+            (413, "request_body_too_large"),
+            "{a:?}"
+        );
+
+        let req = axum::http::Request::post("/v1/blocklist_identifiers")
+            .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("identifier=a%40x.com"))
+            .unwrap();
+        let a = k.send(req).await;
+        assert_eq!(
+            (a.status, a.code()),
+            (415, "unsupported_content_type"),
+            "{a:?}"
+        );
+        assert!(
+            a.long_message()
+                .contains("application/x-www-form-urlencoded")
+        );
+
+        let a = k
+            .call("POST", "/v1/blocklist_identifiers", Some("{nope"))
+            .await;
+        assert_eq!((a.status, a.code()), (400, "request_body_invalid"), "{a:?}");
+        assert_eq!(a.json["errors"][0]["message"], "Request body invalid");
     }
 }

@@ -8,7 +8,7 @@
 pub mod demo;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,13 +21,18 @@ use tokio::task::JoinSet;
 use crate::admin::{self, AdminState};
 use crate::proxy::{self, Proxy, ProxySettings};
 use crate::reload::{self, ReloadError, Reloader};
-use crate::snapshot::SnapshotHandle;
+use crate::snapshot::{SnapshotHandle, StoreLists, StoreView};
+use crate::store::{Store, StoreError};
 
 /// Why the gate could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
     Load(#[from] ReloadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("start-up task failed: {0}")]
+    Task(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -54,26 +59,65 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
         .map_err(|source| AppError::Bind { addr, source })
 }
 
-impl Gate {
-    /// Loads `config_path`, binds every listener (port 0 picks a free port) and starts serving.
-    pub async fn start(config_path: &Path) -> Result<Gate, AppError> {
-        let config_path: PathBuf = config_path.to_path_buf();
-        let (inputs, snapshot, fingerprint) = {
-            let p = config_path.clone();
-            tokio::task::spawn_blocking(move || reload::load(&p, 1))
-                .await
-                .map_err(|e| {
-                    AppError::Load(ReloadError::ListFile {
-                        path: config_path.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    })
-                })??
+/// The control plane, loaded and connected: the config's inputs, the first snapshot, the
+/// store, and the reloader that is the snapshot's only writer (installed as the store's commit
+/// hook). [`Gate::start`] binds the listeners around it; tests use it without sockets.
+pub struct ControlPlane {
+    pub inputs: crate::snapshot::Inputs,
+    pub snapshots: SnapshotHandle,
+    pub store: Arc<Store>,
+    pub reloader: Arc<Reloader>,
+}
+
+impl ControlPlane {
+    /// Reads the config and list files, opens the store, compiles the first snapshot and
+    /// connects the store to the reloader. Blocking (file I/O, SQLite, compilation).
+    pub fn open(config_path: &Path) -> Result<ControlPlane, AppError> {
+        // The config names the store; the store's entries join the first snapshot.
+        let config = crate::config::load(config_path).map_err(ReloadError::Config)?;
+        let store = Store::open_sqlite(&config.store.sqlite)?;
+        let state = store.load()?;
+        let view = StoreView {
+            lists: Arc::new(StoreLists::from_entries(&state.entries)),
+            restrictions: state.restrictions,
         };
+        let (inputs, snapshot, fingerprint) = reload::load(config_path, view, 1)?;
         for w in &snapshot.warnings {
             tracing::warn!("{w}");
         }
-        let cfg = &inputs.config;
         let snapshots: SnapshotHandle = Arc::new(ArcSwap::from_pointee(snapshot));
+        let reloader = Arc::new(Reloader::new(
+            config_path,
+            &inputs,
+            fingerprint,
+            snapshots.clone(),
+        ));
+        // Committed admin writes reach the live gate on the store's writer thread, in commit
+        // order, before the API answers (read-your-writes).
+        let hook = reloader.clone();
+        store.set_commit_hook(Arc::new(move |changes| hook.apply_store_changes(changes)));
+        Ok(ControlPlane {
+            inputs,
+            snapshots,
+            store: Arc::new(store),
+            reloader,
+        })
+    }
+}
+
+impl Gate {
+    /// Loads `config_path`, binds every listener (port 0 picks a free port) and starts serving.
+    pub async fn start(config_path: &Path) -> Result<Gate, AppError> {
+        let p = config_path.to_path_buf();
+        let ControlPlane {
+            inputs,
+            snapshots,
+            store,
+            reloader,
+        } = tokio::task::spawn_blocking(move || ControlPlane::open(&p))
+            .await
+            .map_err(|e| AppError::Task(e.to_string()))??;
+        let cfg = &inputs.config;
         let settings = ProxySettings {
             header_read_timeout: cfg.timeouts.header_read,
             upstream_connect_timeout: cfg.timeouts.upstream_connect,
@@ -97,12 +141,6 @@ impl Gate {
                 source,
             })?;
 
-        let reloader = Arc::new(Reloader::new(
-            &config_path,
-            &inputs,
-            fingerprint,
-            snapshots.clone(),
-        ));
         let ready = Arc::new(AtomicBool::new(true));
         let (stop_proxy, stop_proxy_rx) = watch::channel(false);
         let (stop_rest, stop_rest_rx) = watch::channel(false);
@@ -116,6 +154,9 @@ impl Gate {
         let admin_router = admin::router(AdminState {
             ready: ready.clone(),
             snapshots: snapshots.clone(),
+            store: store.clone(),
+            reloader: reloader.clone(),
+            secret_keys: Arc::new(cfg.admin.secret_keys.clone()),
         });
         rest.spawn(admin::serve(
             admin_listener,

@@ -44,6 +44,7 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub reload: Reload,
+    pub store: Store,
 }
 
 /// One proxy listener.
@@ -316,6 +317,14 @@ impl Default for Timeouts {
             shutdown_grace: Duration::from_secs(10),
         }
     }
+}
+
+/// The durable store for entries and restrictions managed through the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    /// SQLite database file, relative to the config file's directory; default `data/idgate.db`
+    /// (the directory is created).
+    pub sqlite: PathBuf,
 }
 
 /// Reload timing.

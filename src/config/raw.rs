@@ -28,6 +28,7 @@ pub(super) struct RawConfig {
     pub limits: Option<RawLimits>,
     pub timeouts: Option<RawTimeouts>,
     pub reload: Option<RawReload>,
+    pub store: Option<RawStore>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +142,12 @@ pub(super) struct RawTimeouts {
     pub upstream_connect: Option<S<String>>,
     pub upstream_response: Option<S<String>>,
     pub shutdown_grace: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub sqlite: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use super::raw::{RawConfig, RawSource, S};
 use super::units::{self, RawSize};
 use super::{
     Admin, Config, Deny, FieldError, IdentifierSource, Identifiers, Limits, ListFiles, Listener,
-    Lists, Location, Reload, Restrictions, Route, Timeouts, TlsFiles,
+    Lists, Location, Reload, Restrictions, Route, Store, Timeouts, TlsFiles,
 };
 
 /// Largest accepted `limits.max_json_depth` (serde_json's own recursion limit).
@@ -56,6 +56,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
     let limits = limits(&raw, &mut e);
     let timeouts = timeouts(&raw, &mut e);
     let reload = reload(&raw, &mut e);
+    let store = store(&raw, base, &mut e);
 
     let restrictions = raw
         .restrictions
@@ -91,6 +92,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
             limits,
             timeouts,
             reload,
+            store,
         }),
         _ => Err(e.0),
     }
@@ -721,6 +723,23 @@ fn timeouts(raw: &RawConfig, e: &mut Errors) -> Timeouts {
             true,
             e,
         ),
+    }
+}
+
+fn store(raw: &RawConfig, base: &Path, e: &mut Errors) -> Store {
+    let path = raw
+        .store
+        .as_ref()
+        .and_then(|s| s.sqlite.as_ref())
+        .map(|p| {
+            if p.value.trim().is_empty() {
+                e.at("store.sqlite", p, "must be a file path");
+            }
+            p.value.clone()
+        })
+        .unwrap_or_else(|| "data/idgate.db".to_owned());
+    Store {
+        sqlite: base.join(path),
     }
 }
 

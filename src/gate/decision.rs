@@ -10,9 +10,9 @@
 //!
 //! A denial is not an error: `decide` always returns a [`Decision`] and never panics.
 
-use crate::config::{AllowlistMode, Precedence, RouteKind};
+use crate::config::{Precedence, RouteKind};
 use crate::identifier::Identifier;
-use crate::lists::{Candidate, Hit, ListKind};
+use crate::lists::{Candidate, Hit, ListKind, Specificity};
 use crate::snapshot::{Route, Snapshot};
 
 /// Why a request was denied; serialized as `meta.reason` in the denial body.
@@ -75,17 +75,19 @@ impl Rule {
     }
 }
 
-/// The outcome for one identifier; borrows the snapshot's entries it cites.
-#[derive(Debug, Clone)]
-pub struct Decision<'s> {
+/// The outcome for one identifier. Holds no references and allocates nothing; the entry that
+/// caused it is found again by [`explain`] when someone asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
     /// `None` means forward; `Some` is the denial reason.
     pub deny: Option<Reason>,
     /// The rule that settled it.
     pub rule: Rule,
-    /// The block list entry that matched, if any.
-    pub block_hit: Option<Hit<'s>>,
-    /// The allow list entry that matched, if any (only looked up when the allow list is enforced).
-    pub allow_hit: Option<Hit<'s>>,
+    /// How specific the matching block entry was, if one matched.
+    pub block: Option<Specificity>,
+    /// How specific the matching allow entry was (looked up only when the allow list is
+    /// enforced).
+    pub allow: Option<Specificity>,
 }
 
 /// The decision and its cause in one owned value, for `idgate check` and status APIs.
@@ -98,44 +100,47 @@ pub struct Explanation {
     pub entry: Option<(String, String)>,
 }
 
-impl Decision<'_> {
+impl Decision {
     /// True when the request may be forwarded.
     pub fn is_allowed(&self) -> bool {
         self.deny.is_none()
     }
+}
 
-    /// The entry that settled the decision and its list, if an entry did.
-    pub fn cause(&self) -> Option<(ListKind, &Hit<'_>)> {
-        match self.rule {
-            Rule::Blocked => self.block_hit.as_ref().map(|h| (ListKind::Block, h)),
-            Rule::Allowlisted | Rule::AllowOverridesBlock => {
-                self.allow_hit.as_ref().map(|h| (ListKind::Allow, h))
-            }
-            _ => None,
-        }
-    }
-
-    /// An owned explanation.
-    pub fn explain(&self) -> Explanation {
-        Explanation {
-            allowed: self.is_allowed(),
-            reason: self.deny.map(Reason::as_str),
-            rule: self.rule.describe(),
-            entry: self
-                .cause()
-                .map(|(list, h)| (h.entry.to_string(), h.origin().describe(list))),
-        }
+/// The most specific entry of one list across its two layers (config and files, then the
+/// admin store); on a tie the config's entry is reported.
+fn lookup<T>(
+    snap: &Snapshot,
+    list: ListKind,
+    c: &Candidate,
+    f: impl Fn(Hit<'_>) -> T,
+) -> Option<(Specificity, T)> {
+    let config = match list {
+        ListKind::Allow => &snap.allow,
+        ListKind::Block => &snap.block,
+    };
+    let from_config = config.lookup(c).map(|h| (h.specificity, f(h)));
+    let store = snap.store.read(list);
+    let from_store = store.lookup(c).map(|h| (h.specificity, f(h)));
+    match (from_config, from_store) {
+        (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+        (a, b) => a.or(b),
     }
 }
 
 /// Decides one identifier on one route against the snapshot. Pure: no I/O, no panics.
-pub fn decide<'s>(snap: &'s Snapshot, route: &Route, id: &Identifier) -> Decision<'s> {
+pub fn decide(snap: &Snapshot, route: &Route, id: &Identifier) -> Decision {
+    let candidate = Candidate::new(id);
+    decide_with(snap, route, id, &candidate)
+}
+
+fn decide_with(snap: &Snapshot, route: &Route, id: &Identifier, candidate: &Candidate) -> Decision {
     let policy = &snap.policy;
     let verdict = |deny, rule| Decision {
         deny,
         rule,
-        block_hit: None,
-        allow_hit: None,
+        block: None,
+        allow: None,
     };
     let sign_up = route.kind == RouteKind::SignUp;
     if !sign_up && policy.allowlist_blocklist_disabled_on_sign_in {
@@ -150,24 +155,19 @@ pub fn decide<'s>(snap: &'s Snapshot, route: &Route, id: &Identifier) -> Decisio
         }
     }
 
-    let candidate = Candidate::new(id);
-    let block_hit = if policy.blocklist {
-        snap.block.lookup(&candidate)
+    let block = if policy.blocklist {
+        lookup(snap, ListKind::Block, candidate, |_| ()).map(|(s, ())| s)
     } else {
         None
     };
-    let allow_enforced = match policy.allowlist {
-        AllowlistMode::On => true,
-        AllowlistMode::Off => false,
-        AllowlistMode::Auto => !snap.allow.is_empty(),
-    };
-    let allow_hit = if allow_enforced {
-        snap.allow.lookup(&candidate)
+    let allow_enforced = snap.allowlist_enforced();
+    let allow = if allow_enforced {
+        lookup(snap, ListKind::Allow, candidate, |_| ()).map(|(s, ())| s)
     } else {
         None
     };
 
-    let (deny, rule) = match (&block_hit, &allow_hit) {
+    let (deny, rule) = match (block, allow) {
         (None, None) if allow_enforced => (Some(Reason::Allowlist), Rule::NotAllowlisted),
         (None, None) => (None, Rule::Unlisted),
         (None, Some(_)) => (None, Rule::Allowlisted),
@@ -176,7 +176,7 @@ pub fn decide<'s>(snap: &'s Snapshot, route: &Route, id: &Identifier) -> Decisio
             let allow_wins = match policy.precedence {
                 Precedence::Block => false,
                 Precedence::Allow => true,
-                Precedence::MostSpecific => allow.specificity > block.specificity,
+                Precedence::MostSpecific => allow > block,
             };
             if allow_wins {
                 (None, Rule::AllowOverridesBlock)
@@ -188,9 +188,33 @@ pub fn decide<'s>(snap: &'s Snapshot, route: &Route, id: &Identifier) -> Decisio
     Decision {
         deny,
         rule,
-        block_hit,
-        allow_hit,
+        block,
+        allow,
     }
+}
+
+/// Decides and names the entry that caused the decision (for `idgate check`, logs, APIs).
+pub fn explain(snap: &Snapshot, route: &Route, id: &Identifier) -> (Decision, Explanation) {
+    let candidate = Candidate::new(id);
+    let d = decide_with(snap, route, id, &candidate);
+    let cause_list = match d.rule {
+        Rule::Blocked => Some(ListKind::Block),
+        Rule::Allowlisted | Rule::AllowOverridesBlock => Some(ListKind::Allow),
+        _ => None,
+    };
+    let entry = cause_list.and_then(|list| {
+        lookup(snap, list, &candidate, |h| {
+            (h.entry.to_owned(), h.origin().describe(list))
+        })
+        .map(|(_, e)| e)
+    });
+    let e = Explanation {
+        allowed: d.is_allowed(),
+        reason: d.deny.map(Reason::as_str),
+        rule: d.rule.describe(),
+        entry,
+    };
+    (d, e)
 }
 
 #[cfg(test)]
@@ -515,8 +539,8 @@ lists:
     #[test]
     fn explanation_names_the_entry_and_its_source() {
         let snap = from_yaml("lists:\n  block: [\"*@blocked.org\"]\n");
-        let d = decide(&snap, &snap.routes[0], &id("x@blocked.org"));
-        let e = d.explain();
+        let (d, e) = explain(&snap, &snap.routes[0], &id("x@blocked.org"));
+        assert!(!d.is_allowed());
         assert!(!e.allowed);
         assert_eq!(e.reason, Some("blocklist"));
         let (entry, source) = e.entry.unwrap();

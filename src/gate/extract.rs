@@ -21,7 +21,7 @@ mod multipart;
 mod tests;
 
 use http::HeaderMap;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, TRANSFER_ENCODING};
 use http::request::Parts;
 
 /// What the gate needs to know about a route to extract its identifier (compiled from config).
@@ -74,6 +74,10 @@ pub enum Refusal {
     ConflictingFraming(&'static str),
     #[error("the request has {0} Host headers; exactly one is allowed")]
     DuplicateHost(usize),
+    #[error(
+        "the Connection header names {0:?}, a header the upstream would not receive; only close, keep-alive and hop-by-hop names are accepted"
+    )]
+    ConnectionNamesHeader(String),
     #[error("method override ({0}) is not allowed on a gated route")]
     MethodOverride(String),
     #[error("Content-Encoding not supported: {0} (use gzip, deflate or none)")]
@@ -135,6 +139,7 @@ impl Refusal {
         match self {
             Refusal::ConflictingFraming(_) => "conflicting_framing",
             Refusal::DuplicateHost(_) => "duplicate_host",
+            Refusal::ConnectionNamesHeader(_) => "connection_names_header",
             Refusal::MethodOverride(_) => "method_override",
             Refusal::UnsupportedEncoding(_) => "unsupported_encoding",
             Refusal::BadEncoding { .. } => "bad_encoding",
@@ -296,6 +301,22 @@ const OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
+/// `Connection` options that name no end-to-end header: `close`, and headers the proxy drops
+/// anyway. Any other name would make the proxy strip a header the gate has read (a
+/// `Content-Type`, `Content-Encoding`, `Host` or an identifier header), so the upstream would
+/// read the body differently than the gate did.
+const CONNECTION_OPTIONS: [&str; 9] = [
+    "close",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "proxy-connection",
+    "proxy-authorization",
+];
+
 fn method_field() -> FieldName {
     FieldName::new("_method")
 }
@@ -330,6 +351,18 @@ fn check_head(headers: &HeaderMap) -> Result<(), Refusal> {
             return Err(Refusal::ConflictingFraming(
                 "Transfer-Encoding other than exactly \"chunked\"",
             ));
+        }
+    }
+    for value in headers.get_all(CONNECTION) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for token in text.split(',').map(|t| t.trim_matches([' ', '\t'])) {
+            if !token.is_empty()
+                && !CONNECTION_OPTIONS
+                    .iter()
+                    .any(|ok| token.eq_ignore_ascii_case(ok))
+            {
+                return Err(Refusal::ConnectionNamesHeader(clip(token)));
+            }
         }
     }
     let hosts = headers.get_all(HOST).iter().count();
@@ -501,6 +534,25 @@ fn check_body_keys<'k>(
         }
     }
     Ok(())
+}
+
+/// The checks for a bodiless GET/HEAD that a route lets through unread (`pass_safe_methods`):
+/// framing, `Connection` options, Host, and method overrides in headers or the query, so
+/// the request cannot turn into a POST on the way to the handler.
+pub fn check_passthrough(parts: &Parts) -> Result<(), Refusal> {
+    check_head(&parts.headers)?;
+    let query = form::parse(parts.uri.query().unwrap_or_default().as_bytes(), "query")?;
+    let method = method_field();
+    match query
+        .iter()
+        .find(|p| method.matches(&p.key) != NameMatch::No)
+    {
+        Some(p) => Err(Refusal::MethodOverride(format!(
+            "query key {:?}",
+            clip(&p.key)
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Finds every identifier value in the request, or refuses it. See the module docs.

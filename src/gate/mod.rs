@@ -11,4 +11,4 @@ pub mod decision;
 pub mod extract;
 pub mod route;
 
-pub use decision::{Decision, Explanation, Reason, decide};
+pub use decision::{Decision, Explanation, Reason, decide, explain};

@@ -135,6 +135,11 @@ fn check_local(local: &str) -> Result<(), IdentifierError> {
     if let Some(c) = local.chars().find(|&c| c != '.' && !is_atext(c)) {
         return Err(IdentifierError::LocalChar(c));
     }
+    // Valid atext, but `%` (percent hack) and `!` (bang path) are source routing: a relay may
+    // deliver `me%evil.com@acme.com` to evil.com, so `*@acme.com` would admit it.
+    if let Some(c) = local.chars().find(|&c| c == '%' || c == '!') {
+        return Err(IdentifierError::SourceRoute(c));
+    }
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return Err(IdentifierError::LocalDots);
     }

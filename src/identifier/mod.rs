@@ -222,6 +222,11 @@ pub enum IdentifierError {
         "`{0}` is not in international form (+ and country code), and no default phone region is configured"
     )]
     PhoneNeedsRegion(String),
+    /// `%` or `!` in the local part: source routing (percent hack, bang path).
+    #[error(
+        "'{0}' before the '@' is source routing (a relay may forward the mail elsewhere); it is not accepted"
+    )]
+    SourceRoute(char),
     /// Not `0x` + 40 hex digits.
     #[error("a wallet address must be 0x followed by 40 hex digits")]
     Wallet,

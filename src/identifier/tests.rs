@@ -15,8 +15,8 @@ fn emails_accepted_and_canonicalized() {
         ("bob@example.com.", "bob@example.com"),
         ("a+tag@sub.example.co.uk", "a+tag@sub.example.co.uk"),
         (
-            "x!#$%&'*+-/=^_`{|}~?y@example.com",
-            "x!#$%&'*+-/=^_`{|}~?y@example.com",
+            "x#$&'*+-/=^_`{|}~?y@example.com",
+            "x#$&'*+-/=^_`{|}~?y@example.com",
         ),
         ("user@bücher.de", "user@xn--bcher-kva.de"),
         ("user@BÜCHER.de", "user@xn--bcher-kva.de"),
@@ -48,6 +48,8 @@ fn emails_rejected() {
         vec!["b".repeat(60); 4].join(".")
     );
     let cases: &[(&str, IdentifierError)] = &[
+        ("me%evil.com@acme.com", IdentifierError::SourceRoute('%')),
+        ("evil.com!me@acme.com", IdentifierError::SourceRoute('!')),
         ("", IdentifierError::Empty("email address")),
         ("bob", IdentifierError::NoAt),
         ("bob@@x.com", IdentifierError::ManyAt(2)),
@@ -445,7 +447,7 @@ proptest! {
 
     #[test]
     fn email_normalization_is_idempotent(
-        s in "[A-Za-z0-9._%+=#-]{1,12}@([A-Za-z0-9-]{1,8}\\.){1,3}[A-Za-z]{2,6}\\.?"
+        s in "[A-Za-z0-9._+=#-]{1,12}@([A-Za-z0-9-]{1,8}\\.){1,3}[A-Za-z]{2,6}\\.?"
     ) {
         if let Ok(e) = parse_email(&s) {
             prop_assert_eq!(parse_email(e.as_str()), Ok(e.clone()));

@@ -40,40 +40,13 @@ impl MatcherBuilder {
     /// Add an entry. A duplicate (same key after folding, see the module doc) keeps the
     /// first entry and its source.
     pub fn add(&mut self, entry: Entry, source: Source) {
-        let src = self.intern(source.kind);
-        let line = source.line.unwrap_or(NO_LINE);
-        let display = entry.to_string();
-        match (&entry, self.list) {
-            (Entry::Exact(Identifier::Email(e)), ListKind::Block) => {
-                let key = e.inbox_key();
-                self.table.insert(Ns::Exact, &key, &display, src, line);
-            }
-            (Entry::Exact(id), _) => {
-                self.table
-                    .insert(Ns::Exact, id.as_str(), &display, src, line);
-            }
-            (Entry::Domain(d) | Entry::Subdomains(d), list) => {
-                let ns = if matches!(entry, Entry::Domain(_)) {
-                    Ns::Domain
-                } else {
-                    Ns::Subdomains
-                };
-                let mut key = d.trim_end_matches('.').to_ascii_lowercase();
-                if list == ListKind::Block {
-                    key = fold_googlemail(&key).unwrap_or(key);
-                }
-                self.table.insert(ns, &key, &display, src, line);
-            }
-        }
-    }
-
-    fn intern(&mut self, kind: SourceKind) -> u32 {
-        // Entries arrive grouped by source, so the last one is the usual hit.
-        if let Some(i) = self.sources.iter().rposition(|s| s.kind == kind) {
-            return u32::try_from(i).unwrap_or(u32::MAX);
-        }
-        self.sources.push(Source { kind, line: None });
-        u32::try_from(self.sources.len() - 1).unwrap_or(u32::MAX)
+        insert(
+            &mut self.table,
+            &mut self.sources,
+            self.list,
+            &entry,
+            source,
+        );
     }
 
     /// Distinct entries added so far.
@@ -95,6 +68,75 @@ impl MatcherBuilder {
             sources: self.sources,
         }
     }
+}
+
+/// The table namespace and key an entry of `list` is stored under (see the module doc).
+fn entry_key(entry: &Entry, list: ListKind) -> (Ns, String) {
+    match (entry, list) {
+        (Entry::Exact(Identifier::Email(e)), ListKind::Block) => (Ns::Exact, e.inbox_key()),
+        (Entry::Exact(id), _) => (Ns::Exact, id.as_str().to_owned()),
+        (Entry::Domain(d) | Entry::Subdomains(d), list) => {
+            let ns = if matches!(entry, Entry::Domain(_)) {
+                Ns::Domain
+            } else {
+                Ns::Subdomains
+            };
+            let mut key = d.trim_end_matches('.').to_ascii_lowercase();
+            if list == ListKind::Block {
+                key = fold_googlemail(&key).unwrap_or(key);
+            }
+            (ns, key)
+        }
+    }
+}
+
+const KEY_PREFIXES: [(Ns, &str); 3] = [
+    (Ns::Exact, "x:"),
+    (Ns::Domain, "d:"),
+    (Ns::Subdomains, "s:"),
+];
+
+impl Entry {
+    /// The key this entry is stored under in a `list` matcher, as one string (`x:`, `d:` or
+    /// `s:` + key). Two entries with the same key match exactly the same identifiers in that
+    /// list, so it is the duplicate key for stores too.
+    pub fn key(&self, list: ListKind) -> String {
+        let (ns, key) = entry_key(self, list);
+        let prefix = KEY_PREFIXES
+            .iter()
+            .find(|(n, _)| *n == ns)
+            .map_or("x:", |(_, p)| p);
+        format!("{prefix}{key}")
+    }
+}
+
+fn split_key(key: &str) -> Option<(Ns, &str)> {
+    KEY_PREFIXES
+        .iter()
+        .find_map(|(ns, p)| key.strip_prefix(p).map(|k| (*ns, k)))
+}
+
+fn insert(
+    table: &mut Table,
+    sources: &mut Vec<Source>,
+    list: ListKind,
+    entry: &Entry,
+    source: Source,
+) -> bool {
+    // Entries arrive grouped by source, so the last one is the usual hit.
+    let src = match sources.iter().rposition(|s| s.kind == source.kind) {
+        Some(i) => u32::try_from(i).unwrap_or(u32::MAX),
+        None => {
+            sources.push(Source {
+                kind: source.kind,
+                line: None,
+            });
+            u32::try_from(sources.len() - 1).unwrap_or(u32::MAX)
+        }
+    };
+    let line = source.line.unwrap_or(NO_LINE);
+    let (ns, key) = entry_key(entry, list);
+    table.insert(ns, &key, &entry.to_string(), src, line)
 }
 
 /// A compiled list. Lookups cannot fail and do not allocate.
@@ -137,6 +179,32 @@ impl Matcher {
     /// An empty matcher for `list`.
     pub fn empty(list: ListKind) -> Self {
         MatcherBuilder::new(list).build()
+    }
+
+    /// Adds one entry to a built matcher (the admin store's live lists); false for a
+    /// duplicate key.
+    pub fn insert(&mut self, entry: Entry, source: Source) -> bool {
+        insert(
+            &mut self.table,
+            &mut self.sources,
+            self.list,
+            &entry,
+            source,
+        )
+    }
+
+    /// Removes the entry stored under `entry`'s key; false when there is none.
+    pub fn remove(&mut self, entry: &Entry) -> bool {
+        let (ns, key) = entry_key(entry, self.list);
+        self.table.remove(ns, &key)
+    }
+
+    /// The entry stored under a key from [`Entry::key`], with its source.
+    pub fn get_by_key(&self, key: &str) -> Option<(String, Source)> {
+        let (ns, key) = split_key(key)?;
+        let r = self.table.get(ns, key)?;
+        let h = self.hit(r);
+        Some((h.entry.to_owned(), h.origin()))
     }
 
     /// Which list this is.
@@ -208,6 +276,7 @@ impl Matcher {
                 Ns::Exact => Specificity::Exact,
                 Ns::Domain => Specificity::Domain,
                 Ns::Subdomains => Specificity::Subdomains,
+                Ns::Removed => Specificity::Exact,
             },
             source: self
                 .sources
@@ -219,7 +288,7 @@ impl Matcher {
 
     /// Every entry in insertion order, as its display form and full source (for listings).
     pub fn iter(&self) -> impl Iterator<Item = (String, Source)> + '_ {
-        self.table.recs().iter().map(move |r| {
+        self.table.recs().map(move |r| {
             let h = self.hit(r);
             (h.entry.to_owned(), h.origin())
         })

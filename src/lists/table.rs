@@ -14,6 +14,8 @@ pub(crate) enum Ns {
     Exact = 0,
     Domain = 1,
     Subdomains = 2,
+    /// A removed record: no slot points at it any more.
+    Removed = 3,
 }
 
 /// One entry. Strings are ranges of the arena; the key may share bytes with the display form.
@@ -38,6 +40,8 @@ const MIN_SLOTS: usize = 16;
 pub(crate) struct Table {
     arena: String,
     recs: Vec<Rec>,
+    /// Records not removed.
+    live: usize,
     /// `(tag << 32) | (record + 1)`, or `EMPTY`. Length is a power of two, at most half full.
     slots: Vec<u64>,
 }
@@ -54,6 +58,7 @@ impl Default for Table {
         Table {
             arena: String::new(),
             recs: Vec::new(),
+            live: 0,
             slots: vec![EMPTY; MIN_SLOTS],
         }
     }
@@ -61,11 +66,78 @@ impl Default for Table {
 
 impl Table {
     pub(crate) fn len(&self) -> usize {
-        self.recs.len()
+        self.live
     }
 
-    pub(crate) fn recs(&self) -> &[Rec] {
-        &self.recs
+    /// Live records in insertion order.
+    pub(crate) fn recs(&self) -> impl Iterator<Item = &Rec> + '_ {
+        self.recs.iter().filter(|r| r.ns != Ns::Removed)
+    }
+
+    /// Removes the record stored under `(ns, key)`; false when there is none. The slot is
+    /// freed by backward-shift deletion (linear probing stays tombstone-free); the record's
+    /// strings stay in the arena until the table is rebuilt.
+    pub(crate) fn remove(&mut self, ns: Ns, key: &str) -> bool {
+        let h = hash(ns, key.as_bytes());
+        let tag = h >> 32;
+        let mask = self.mask();
+        let mut i = (h as usize) & mask;
+        let mut found = None;
+        for _ in 0..self.slots.len() {
+            let Some(&s) = self.slots.get(i) else {
+                return false;
+            };
+            if s == EMPTY {
+                return false;
+            }
+            if s >> 32 == tag {
+                let idx = ((s & 0xFFFF_FFFF) - 1) as usize;
+                if let Some(r) = self.recs.get(idx)
+                    && r.ns == ns
+                    && self.key(r) == key.as_bytes()
+                {
+                    found = Some(idx);
+                    break;
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        let Some(idx) = found else { return false };
+        if let Some(r) = self.recs.get_mut(idx) {
+            r.ns = Ns::Removed;
+        }
+        self.live = self.live.saturating_sub(1);
+        // Backward-shift: move later entries of the probe run into the hole when their home
+        // slot allows it.
+        let mut hole = i;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let Some(&s) = self.slots.get(j) else { break };
+            if s == EMPTY {
+                break;
+            }
+            let home = self.home(s) & mask;
+            let movable = if hole <= j {
+                home <= hole || home > j
+            } else {
+                home <= hole && home > j
+            };
+            if movable {
+                self.slots[hole] = s;
+                hole = j;
+            }
+        }
+        self.slots[hole] = EMPTY;
+        true
+    }
+
+    /// The home slot of an occupied slot value.
+    fn home(&self, slot: u64) -> usize {
+        match self.recs.get(((slot & 0xFFFF_FFFF) - 1) as usize) {
+            Some(r) => hash(r.ns, self.key(r)) as usize,
+            None => 0,
+        }
     }
 
     pub(crate) fn display(&self, r: &Rec) -> &str {
@@ -148,6 +220,7 @@ impl Table {
             self.arena.push_str(key);
             disp_off + u32::from(disp_len)
         };
+        self.live += 1;
         self.recs.push(Rec {
             disp_off,
             key_off,
@@ -157,7 +230,7 @@ impl Table {
             source,
             line,
         });
-        if self.recs.len() * 2 > self.slots.len() {
+        if self.live * 2 > self.slots.len() {
             self.rehash(self.slots.len() * 2);
         } else {
             self.place(self.recs.len() - 1);
@@ -186,7 +259,9 @@ impl Table {
     fn rehash(&mut self, slots: usize) {
         self.slots = vec![EMPTY; slots.max(MIN_SLOTS)];
         for idx in 0..self.recs.len() {
-            self.place(idx);
+            if self.recs.get(idx).is_some_and(|r| r.ns != Ns::Removed) {
+                self.place(idx);
+            }
         }
     }
 

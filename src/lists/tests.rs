@@ -464,3 +464,65 @@ proptest! {
         prop_assert!(hit.is_some(), "{} not blocked", cand);
     }
 }
+
+#[test]
+fn live_insert_and_remove_keep_every_other_entry_findable() {
+    let store = Source {
+        kind: SourceKind::Store,
+        line: None,
+    };
+    for list in [ListKind::Allow, ListKind::Block] {
+        let mut m = Matcher::empty(list);
+        let entries: Vec<Entry> = (0..5000)
+            .map(|i| {
+                let text = match i % 3 {
+                    0 => format!("user{i}@x{}.com", i % 7),
+                    1 => format!("*@d{i}.org"),
+                    _ => format!("*@*.s{i}.net"),
+                };
+                parse_entry(&text, list, &opts()).unwrap()
+            })
+            .collect();
+        for e in &entries {
+            assert!(m.insert(e.clone(), store.clone()));
+            assert!(!m.insert(e.clone(), store.clone()), "duplicate accepted");
+        }
+        assert_eq!(m.len(), entries.len());
+        // Remove every other entry; the rest must still match, the removed must not.
+        for e in entries.iter().step_by(2) {
+            assert!(m.remove(e));
+            assert!(!m.remove(e));
+        }
+        assert_eq!(m.len(), entries.len() / 2);
+        for (i, e) in entries.iter().enumerate() {
+            let probe = match e {
+                Entry::Exact(id) => id.as_str().to_owned(),
+                Entry::Domain(d) => format!("a@{d}"),
+                Entry::Subdomains(d) => format!("a@mx.{d}"),
+            };
+            let hit = m.lookup(&Candidate::new(&id(&probe)));
+            assert_eq!(hit.is_some(), i % 2 == 1, "{list:?} {probe}");
+            assert_eq!(m.get_by_key(&e.key(list)).is_some(), i % 2 == 1);
+        }
+        assert_eq!(m.iter().count(), entries.len() / 2);
+        // Re-adding a removed entry works.
+        assert!(m.insert(entries[0].clone(), store.clone()));
+        assert!(m.lookup(&Candidate::new(&id("user0@x0.com"))).is_some());
+    }
+}
+
+#[test]
+fn entry_keys_fold_like_the_matcher() {
+    let k = |s: &str, list| parse_entry(s, list, &opts()).unwrap().key(list);
+    assert_eq!(
+        k("J.Smith+x@googlemail.com", ListKind::Block),
+        k("jsmith@gmail.com", ListKind::Block)
+    );
+    assert_ne!(
+        k("J.Smith@gmail.com", ListKind::Allow),
+        k("jsmith@gmail.com", ListKind::Allow)
+    );
+    assert_eq!(k("*@x.com", ListKind::Allow), "d:x.com");
+    assert_eq!(k("*@*.x.com", ListKind::Allow), "s:x.com");
+    assert_eq!(k("+1 202 555 0123", ListKind::Allow), "x:+12025550123");
+}

@@ -27,6 +27,8 @@ pub enum ProxyError {
     Upstream(String),
     #[error("the request body is larger than the limit of {limit} bytes for this route")]
     BodyTooLarge { limit: usize },
+    #[error("too many sign-up requests are being received at once; try again shortly")]
+    Busy,
     #[error("the request body was not received in time")]
     BodyReadTimeout,
     #[error("the request body could not be read: {0}")]
@@ -39,7 +41,7 @@ pub enum ProxyError {
     MethodNotAllowed { method: String, allow: String },
     #[error("no identifier was found in the request; this route requires one")]
     IdentifierMissing,
-    #[error("`{value}` is not a valid identifier: {error}")]
+    #[error("{value:?} is not a valid identifier: {error}")]
     IdentifierInvalid { value: String, error: String },
 }
 
@@ -53,6 +55,7 @@ impl ProxyError {
             }
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Refused(r) => {
                 StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)
@@ -73,6 +76,7 @@ impl ProxyError {
             | ProxyError::Upstream(_) => "upstream_unavailable",
             ProxyError::BodyTooLarge { .. } => "request_body_too_large",
             ProxyError::BodyReadTimeout => "request_timeout",
+            ProxyError::Busy => "busy",
             ProxyError::BodyRead(_) => "request_body_invalid",
             ProxyError::Refused(r) => r.code(),
             ProxyError::BadRequest { code, .. } => code,
@@ -88,6 +92,7 @@ impl ProxyError {
             StatusCode::GATEWAY_TIMEOUT => "Gateway timeout",
             StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
             StatusCode::REQUEST_TIMEOUT => "Request timeout",
+            StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
             StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported content type",
             _ => "Request refused",
@@ -109,7 +114,15 @@ impl ProxyError {
         {
             resp.headers_mut().insert(header::ALLOW, v);
         }
-        if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE {
+        if let ProxyError::Busy = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::BAD_REQUEST
+            || status == StatusCode::PAYLOAD_TOO_LARGE
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::SERVICE_UNAVAILABLE
+        {
             // The body may not have been read to the end: don't reuse the connection.
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -164,6 +177,7 @@ mod tests {
             (ProxyError::UpstreamResponseTimeout, 504),
             (ProxyError::BodyTooLarge { limit: 1 }, 413),
             (ProxyError::BodyReadTimeout, 408),
+            (ProxyError::Busy, 503),
             (ProxyError::BodyRead("x".into()), 400),
             (
                 ProxyError::MethodNotAllowed {

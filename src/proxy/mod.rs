@@ -30,7 +30,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::gate::decision::{Reason, decide};
 use crate::gate::extract::{self, Spec};
@@ -54,11 +54,19 @@ pub struct ProxySettings {
     pub shutdown_grace: Duration,
 }
 
+/// How many bytes of gated request bodies may be buffered at once, across all connections,
+/// by default. Without a budget, N slow clients each announcing a body at the route limit
+/// hold N × limit bytes (10 000 × 64 KiB = 640 MiB).
+pub const DEFAULT_BUFFER_BUDGET: usize = 64 << 20;
+
 /// The proxy: the snapshot handle and one pooled upstream client.
 pub struct Proxy {
     snapshots: SnapshotHandle,
     client: Client<HttpConnector, ProxyBody>,
     settings: ProxySettings,
+    /// Bytes of gated bodies that may be buffered at once; one permit per byte reserved.
+    buffers: Arc<Semaphore>,
+    budget: usize,
 }
 
 impl Proxy {
@@ -77,7 +85,19 @@ impl Proxy {
             snapshots,
             client,
             settings,
+            buffers: Arc::new(Semaphore::new(DEFAULT_BUFFER_BUDGET)),
+            budget: DEFAULT_BUFFER_BUDGET,
         }
+    }
+
+    /// Sets the buffering budget for gated bodies (bytes, across all connections; see
+    /// [`DEFAULT_BUFFER_BUDGET`]). A gated request that cannot reserve its share (its
+    /// Content-Length, or the route limit when chunked) is answered 503 at once.
+    pub fn with_buffer_budget(mut self, bytes: usize) -> Self {
+        let bytes = bytes.clamp(1, u32::MAX as usize);
+        self.buffers = Arc::new(Semaphore::new(bytes));
+        self.budget = bytes;
+        self
     }
 
     /// Answers one request: forwarded, denied or refused.
@@ -147,6 +167,7 @@ impl Proxy {
         if !route.methods.contains(method) {
             if safe && route.pass_safe_methods && !upgrade {
                 let (parts, body) = req.into_parts();
+                extract::check_passthrough(&parts)?;
                 return self
                     .forward(snap, parts, Either::Left(body), peer, None, None)
                     .await;
@@ -163,11 +184,28 @@ impl Proxy {
             ));
         }
         let limit = route.body_limit;
-        if let Some(len) = content_length(req.headers())
+        let declared = content_length(req.headers());
+        if let Some(len) = declared
             && len > limit as u64
         {
             return Err(ProxyError::BodyTooLarge { limit });
         }
+        // Reserve the bytes this body may take before reading it; held until the answer.
+        let want = declared
+            .and_then(|l| usize::try_from(l).ok())
+            .unwrap_or(limit)
+            .min(limit)
+            .min(self.budget);
+        let _reserved = match u32::try_from(want) {
+            Ok(0) => None,
+            Ok(n) => Some(
+                self.buffers
+                    .clone()
+                    .try_acquire_many_owned(n)
+                    .map_err(|_| ProxyError::Busy)?,
+            ),
+            Err(_) => return Err(ProxyError::Busy),
+        };
 
         let (mut parts, body) = req.into_parts();
         let collected =
@@ -202,8 +240,10 @@ impl Proxy {
                 }
                 Err(e) => {
                     return Err(ProxyError::IdentifierInvalid {
-                        value: f.raw.clone(),
-                        error: e.to_string(),
+                        // Clipped and escaped: the value is the client's, and it ends up
+                        // in logs and in the error body.
+                        value: identifier::snippet(&f.raw),
+                        error: e.to_string().escape_debug().to_string(),
                     });
                 }
             }

@@ -19,8 +19,9 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, Config, ConfigError};
-use crate::lists::ListKind;
-use crate::snapshot::{self, CompileError, Inputs, ListFile, Snapshot, SnapshotHandle};
+use crate::lists::{ListKind, MatcherBuilder};
+use crate::snapshot::{self, CompileError, Inputs, ListFile, Snapshot, SnapshotHandle, StoreView};
+use crate::store::Change;
 
 /// Why a reload (or the first load) failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +52,8 @@ pub enum Outcome {
     Rejected(ReloadError),
 }
 
-/// Reads the config file and every list file it names.
-pub fn read_inputs(config_path: &Path) -> Result<(Inputs, u64), ReloadError> {
+/// Reads the config file and every list file it names; `store` is attached as is.
+pub fn read_inputs(config_path: &Path, store: StoreView) -> Result<(Inputs, u64), ReloadError> {
     let text = std::fs::read_to_string(config_path).map_err(|source| {
         ReloadError::Config(ConfigError::Io {
             path: config_path.to_path_buf(),
@@ -86,14 +87,19 @@ pub fn read_inputs(config_path: &Path) -> Result<(Inputs, u64), ReloadError> {
             config_path: config_path.to_path_buf(),
             config,
             list_files,
+            store,
         },
         hasher.finish(),
     ))
 }
 
 /// Reads and compiles in one step (start-up, `idgate check`).
-pub fn load(config_path: &Path, generation: u64) -> Result<(Inputs, Snapshot, u64), ReloadError> {
-    let (inputs, fingerprint) = read_inputs(config_path)?;
+pub fn load(
+    config_path: &Path,
+    store: StoreView,
+    generation: u64,
+) -> Result<(Inputs, Snapshot, u64), ReloadError> {
+    let (inputs, fingerprint) = read_inputs(config_path, store)?;
     let snapshot =
         snapshot::compile(&inputs, generation).map_err(|source| ReloadError::Compile {
             path: config_path.to_path_buf(),
@@ -149,6 +155,7 @@ pub struct Status {
 }
 
 struct State {
+    store: StoreView,
     fingerprint: u64,
     generation: u64,
     watched: Vec<PathBuf>,
@@ -178,6 +185,7 @@ impl Reloader {
             config_path: config_path.to_path_buf(),
             fixed: Fixed::of(&inputs.config),
             state: Mutex::new(State {
+                store: inputs.store.clone(),
                 fingerprint,
                 generation,
                 watched: watched_dirs(inputs),
@@ -228,14 +236,59 @@ impl Reloader {
         outcome
     }
 
+    /// Applies committed store changes to the live gate. Returns once the gate enforces them
+    /// (the admin API answers only after this: read-your-writes).
+    pub fn apply_store_changes(&self, changes: &[Change]) {
+        let mut st = self.lock();
+        for change in changes {
+            match change {
+                Change::Added(e) => {
+                    if let Some(entry) = snapshot::stored_entry(e) {
+                        st.store
+                            .lists
+                            .write(e.list)
+                            .insert(entry, snapshot::store_source());
+                    }
+                }
+                Change::Removed(e) => {
+                    if let Some(entry) = snapshot::stored_entry(e) {
+                        st.store.lists.write(e.list).remove(&entry);
+                    }
+                }
+                Change::Replaced { list, entries } => {
+                    let mut b = MatcherBuilder::new(*list);
+                    for e in entries {
+                        if let Some(entry) = snapshot::stored_entry(e) {
+                            b.add(entry, snapshot::store_source());
+                        }
+                    }
+                    // Built outside the lock; swapped in one step: never half a list.
+                    let m = b.build();
+                    *st.store.lists.write(*list) = m;
+                }
+                Change::Restrictions(o) => {
+                    st.store.restrictions = *o;
+                    st.generation += 1;
+                    let next = self
+                        .handle
+                        .load()
+                        .with_store_restrictions(*o, st.generation);
+                    self.handle.store(Arc::new(next));
+                    st.status.generation = st.generation;
+                }
+            }
+        }
+    }
+
     fn try_reload(&self) -> Outcome {
-        let (inputs, fingerprint) = match read_inputs(&self.config_path) {
+        let store = self.lock().store.clone();
+        let (inputs, fingerprint) = match read_inputs(&self.config_path, store) {
             Ok(x) => x,
             Err(e) => return Outcome::Rejected(e),
         };
         let generation = {
             let st = self.lock();
-            if st.fingerprint == fingerprint {
+            if st.fingerprint == fingerprint && st.store.restrictions == inputs.store.restrictions {
                 return Outcome::Unchanged;
             }
             st.generation + 1
@@ -260,8 +313,9 @@ impl Reloader {
         }
         let warnings = snap.warnings.len();
         let mut st = self.lock();
-        // Another reload may have won the race while we compiled; newest generation wins.
-        if st.generation >= generation {
+        // Another reload or a restrictions change may have published while we compiled: the
+        // newest generation wins (the next reload picks up what this one missed).
+        if st.generation >= generation || st.store.restrictions != inputs.store.restrictions {
             return Outcome::Unchanged;
         }
         self.handle.store(Arc::new(snap));

@@ -6,7 +6,7 @@
 //! always finishes on the snapshot it started with. Only `reload` stores new snapshots.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -18,9 +18,10 @@ use crate::gate::extract::{self, SourceSpec};
 use crate::gate::route::RouteTable;
 use crate::identifier::{self, ParseOptions};
 use crate::lists::{
-    DisposableDomains, ListKind, Matcher, MatcherBuilder, Source, SourceKind, parse_entries,
+    DisposableDomains, Entry, ListKind, Matcher, MatcherBuilder, Source, SourceKind, parse_entries,
     parse_entry,
 };
+use crate::store::{RestrictionOverrides, StoredEntry};
 
 /// The current snapshot, swapped atomically by the reloader.
 pub type SnapshotHandle = Arc<ArcSwap<Snapshot>>;
@@ -31,6 +32,89 @@ pub struct Inputs {
     pub config_path: PathBuf,
     pub config: Config,
     pub list_files: Vec<ListFile>,
+    /// What the admin store contributes.
+    pub store: StoreView,
+}
+
+/// The admin store's part of the gate: its live lists (shared by every snapshot, updated in
+/// place by the reloader after each durable write) and its restriction overrides.
+#[derive(Debug, Clone, Default)]
+pub struct StoreView {
+    pub lists: Arc<StoreLists>,
+    pub restrictions: RestrictionOverrides,
+}
+
+/// Entries written through the admin API. They change one at a time at high rates, so they are
+/// not rebuilt into each snapshot: the reloader inserts or removes single entries under the
+/// write lock (O(1)), and `gate::decide` takes the read lock for one lookup. No lock is ever
+/// held across an `.await`.
+#[derive(Debug)]
+pub struct StoreLists {
+    pub allow: RwLock<Matcher>,
+    pub block: RwLock<Matcher>,
+}
+
+impl Default for StoreLists {
+    fn default() -> Self {
+        StoreLists {
+            allow: RwLock::new(Matcher::empty(ListKind::Allow)),
+            block: RwLock::new(Matcher::empty(ListKind::Block)),
+        }
+    }
+}
+
+/// The source every store entry carries.
+pub fn store_source() -> Source {
+    Source {
+        kind: SourceKind::Store,
+        line: None,
+    }
+}
+
+/// The list entry of a stored row (stored identifiers are canonical, so this only fails for a
+/// row written by a newer version with a grammar this one lacks).
+pub fn stored_entry(e: &StoredEntry) -> Option<Entry> {
+    parse_entry(&e.identifier, e.list, &ParseOptions::default()).ok()
+}
+
+impl StoreLists {
+    /// Builds both lists from stored rows (start-up).
+    pub fn from_entries(entries: &[StoredEntry]) -> StoreLists {
+        let mut allow = MatcherBuilder::new(ListKind::Allow);
+        let mut block = MatcherBuilder::new(ListKind::Block);
+        for e in entries {
+            let Some(entry) = stored_entry(e) else {
+                tracing::warn!(id = %e.id, identifier = %e.identifier, "stored entry not understood; skipped");
+                continue;
+            };
+            match e.list {
+                ListKind::Allow => allow.add(entry, store_source()),
+                ListKind::Block => block.add(entry, store_source()),
+            }
+        }
+        StoreLists {
+            allow: RwLock::new(allow.build()),
+            block: RwLock::new(block.build()),
+        }
+    }
+
+    /// Read access that survives a poisoned lock (a panic elsewhere must not open the gate).
+    pub fn read(&self, list: ListKind) -> std::sync::RwLockReadGuard<'_, Matcher> {
+        let lock = match list {
+            ListKind::Allow => &self.allow,
+            ListKind::Block => &self.block,
+        };
+        lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write access (reloader only).
+    pub fn write(&self, list: ListKind) -> std::sync::RwLockWriteGuard<'_, Matcher> {
+        let lock = match list {
+            ListKind::Allow => &self.allow,
+            ListKind::Block => &self.block,
+        };
+        lock.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// One list file's content.
@@ -99,8 +183,16 @@ pub struct Snapshot {
     pub built_at: SystemTime,
     pub routes: Vec<Route>,
     pub route_table: RouteTable,
-    pub allow: Matcher,
-    pub block: Matcher,
+    /// Entries from the config and list files.
+    pub allow: Arc<Matcher>,
+    pub block: Arc<Matcher>,
+    /// Entries from the admin store (live, shared across snapshots).
+    pub store: Arc<StoreLists>,
+    /// The restrictions as the config file sets them.
+    pub config_policy: Policy,
+    /// What the store overrides.
+    pub store_restrictions: RestrictionOverrides,
+    /// The effective restrictions: the config's, with the store's overrides applied.
     pub policy: Policy,
     pub deny: Deny,
     pub identifiers: ParseOptions,
@@ -111,6 +203,68 @@ pub struct Snapshot {
     pub body_read_timeout: Duration,
     /// Skipped list-file lines, reported with file and line.
     pub warnings: Vec<String>,
+}
+
+impl Policy {
+    /// The config's policy with the API's overrides applied (they win, as in Clerk, where the
+    /// dashboard setting is the truth).
+    pub fn with_overrides(self, o: &RestrictionOverrides) -> Policy {
+        Policy {
+            allowlist: match o.allowlist {
+                Some(true) => AllowlistMode::On,
+                Some(false) => AllowlistMode::Off,
+                None => self.allowlist,
+            },
+            blocklist: o.blocklist.unwrap_or(self.blocklist),
+            block_email_subaddresses: o
+                .block_email_subaddresses
+                .unwrap_or(self.block_email_subaddresses),
+            block_disposable_email_domains: o
+                .block_disposable_email_domains
+                .unwrap_or(self.block_disposable_email_domains),
+            allowlist_blocklist_disabled_on_sign_in: o
+                .allowlist_blocklist_disabled_on_sign_in
+                .unwrap_or(self.allowlist_blocklist_disabled_on_sign_in),
+            precedence: self.precedence,
+        }
+    }
+}
+
+impl Snapshot {
+    /// True when the allow list is enforced right now (`auto` counts every source).
+    pub fn allowlist_enforced(&self) -> bool {
+        match self.policy.allowlist {
+            AllowlistMode::On => true,
+            AllowlistMode::Off => false,
+            AllowlistMode::Auto => {
+                !self.allow.is_empty() || !self.store.read(ListKind::Allow).is_empty()
+            }
+        }
+    }
+
+    /// The same snapshot with other store restrictions (cheap: shares the lists).
+    pub fn with_store_restrictions(&self, o: RestrictionOverrides, generation: u64) -> Snapshot {
+        Snapshot {
+            generation,
+            built_at: SystemTime::now(),
+            routes: self.routes.clone(),
+            route_table: self.route_table.clone(),
+            allow: self.allow.clone(),
+            block: self.block.clone(),
+            store: self.store.clone(),
+            config_policy: self.config_policy,
+            store_restrictions: o,
+            policy: self.config_policy.with_overrides(&o),
+            deny: self.deny.clone(),
+            identifiers: self.identifiers,
+            disposable: self.disposable.clone(),
+            upstream: self.upstream.clone(),
+            max_json_depth: self.max_json_depth,
+            upstream_response_timeout: self.upstream_response_timeout,
+            body_read_timeout: self.body_read_timeout,
+            warnings: self.warnings.clone(),
+        }
+    }
 }
 
 /// Why a configuration could not be compiled; the last good snapshot stays in force.
@@ -186,11 +340,11 @@ pub fn compile(inputs: &Inputs, generation: u64) -> Result<Snapshot, CompileErro
             );
         }
     }
-    for (name, builder) in [("allow", &allow), ("block", &block)] {
-        if builder.len() > cfg.lists.max_entries {
+    for (list, builder) in [(ListKind::Allow, &allow), (ListKind::Block, &block)] {
+        let total = builder.len() + inputs.store.lists.read(list).len();
+        if total > cfg.lists.max_entries {
             errors.push(format!(
-                "lists.max_entries: the {name} list has {} entries, more than the limit of {}; raise lists.max_entries",
-                builder.len(),
+                "lists.max_entries: the {list} list has {total} entries (config, files and admin API), more than the limit of {}; raise lists.max_entries",
                 cfg.lists.max_entries
             ));
         }
@@ -260,21 +414,25 @@ pub fn compile(inputs: &Inputs, generation: u64) -> Result<Snapshot, CompileErro
         return Err(CompileError::Invalid(errors));
     };
     let r = &cfg.restrictions;
+    let config_policy = Policy {
+        allowlist: r.allowlist,
+        blocklist: r.blocklist,
+        block_email_subaddresses: r.block_email_subaddresses,
+        block_disposable_email_domains: r.block_disposable_email_domains,
+        allowlist_blocklist_disabled_on_sign_in: r.allowlist_blocklist_disabled_on_sign_in,
+        precedence: cfg.precedence,
+    };
     Ok(Snapshot {
         generation,
         built_at: SystemTime::now(),
         route_table: RouteTable::new(routes.iter().map(|r| r.path.as_str())),
         routes,
-        allow: allow.build(),
-        block: block.build(),
-        policy: Policy {
-            allowlist: r.allowlist,
-            blocklist: r.blocklist,
-            block_email_subaddresses: r.block_email_subaddresses,
-            block_disposable_email_domains: r.block_disposable_email_domains,
-            allowlist_blocklist_disabled_on_sign_in: r.allowlist_blocklist_disabled_on_sign_in,
-            precedence: cfg.precedence,
-        },
+        allow: Arc::new(allow.build()),
+        block: Arc::new(block.build()),
+        store: inputs.store.lists.clone(),
+        config_policy,
+        store_restrictions: inputs.store.restrictions,
+        policy: config_policy.with_overrides(&inputs.store.restrictions),
         deny: Deny { status, redirect },
         identifiers,
         disposable: builtin_disposable(),
@@ -301,6 +459,7 @@ pub(crate) mod tests {
             config_path: "test.yaml".into(),
             config,
             list_files: Vec::new(),
+            store: StoreView::default(),
         };
         compile(&inputs, 1).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -321,6 +480,7 @@ pub(crate) mod tests {
                 list: ListKind::Block,
                 text: "a@x.com\nb@x.com\nc@x.com\n".into(),
             }],
+            store: StoreView::default(),
         };
         let err = compile(&inputs, 1).unwrap_err().to_string();
         assert!(err.contains("lists.allow[0]"), "{err}");

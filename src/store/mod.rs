@@ -1,1 +1,311 @@
-//! store (being written).
+//! store: the durable store for the list entries and restriction overrides that operators
+//! manage through the admin API (issue #3), and the change events that keep the gate in step.
+//!
+//! Owns: the [`Store`] handle and its types ([`StoredEntry`], [`NewEntry`],
+//! [`RestrictionOverrides`], [`StoreState`], [`Change`], [`StoreError`]), entry ids
+//! ([`ids`]), and the backends. Entries from the config file and list files are **not** here;
+//! only what was written through the API. Restriction overrides set through the API are stored
+//! as `Some` values and win over the config's defaults after a restart; `None` leaves the
+//! config in charge.
+//!
+//! ## Contract
+//! - `insert`, `delete` and `update_restrictions` return `Ok` only once the change is
+//!   committed durably (SQLite: WAL with `synchronous=FULL`, so it survives `kill -9` and, as
+//!   far as SQLite promises, power loss). Making the gate enforce it is the caller's next step
+//!   (`reload::Reloader::apply_store_changes`), before it answers its own client.
+//! - An entry is unique per `(list, key)`, where `key` is the matcher key; a second insert
+//!   gets [`StoreError::Duplicate`] naming the existing row.
+//! - Listings are newest first (`created_at` desc, then `id` desc) with the list's total.
+//! - [`Store::subscribe`] yields every committed [`Change`] in commit order (including this
+//!   process's own writes), for a reloader that wants a stream rather than calling in.
+//!
+//! ## Backends
+//! [`Store`] is an enum over backends so callers never change. [`sqlite`] is the default: one
+//! writer thread owns the write connection and commits queued writes in groups (one fsync per
+//! group, a SAVEPOINT per op so one failing op fails alone); reads use a second connection.
+//! A PostgreSQL backend for many replicas plugs in as another variant with the same ops and
+//! the same schema (`entries`, `settings`, versioned migrations): writes commit in one
+//! transaction and then `NOTIFY idgate_changes` with the change, and every replica `LISTEN`s
+//! and forwards what it hears to its [`Store::subscribe`] stream (re-reading with
+//! [`Store::load`] after a reconnect, since notifications are not replayed). Nothing in
+//! `admin`, `reload` or `proxy` needs to change for it.
+//!
+//! This module does not import `proxy` or `gate`.
+
+pub mod ids;
+pub mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use crate::lists::ListKind;
+
+pub use sqlite::SqliteStore;
+
+/// Clerk's `identifier_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifierType {
+    /// `email_address` (also used for `*@domain` entries).
+    EmailAddress,
+    /// `phone_number`.
+    PhoneNumber,
+    /// `web3_wallet`.
+    Web3Wallet,
+}
+
+impl IdentifierType {
+    /// The wire and storage form: `email_address`, `phone_number`, `web3_wallet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentifierType::EmailAddress => "email_address",
+            IdentifierType::PhoneNumber => "phone_number",
+            IdentifierType::Web3Wallet => "web3_wallet",
+        }
+    }
+
+    /// The inverse of [`IdentifierType::as_str`].
+    pub fn from_name(s: &str) -> Option<IdentifierType> {
+        match s {
+            "email_address" => Some(IdentifierType::EmailAddress),
+            "phone_number" => Some(IdentifierType::PhoneNumber),
+            "web3_wallet" => Some(IdentifierType::Web3Wallet),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for IdentifierType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The id prefix of a list's entries: `alid_` or `blid_`.
+pub fn id_prefix(list: ListKind) -> &'static str {
+    match list {
+        ListKind::Allow => "alid_",
+        ListKind::Block => "blid_",
+    }
+}
+
+/// A row of the store (an API-managed list entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// `alid_…` / `blid_…` + 27 base62 characters ([`ids::new_id`]).
+    pub id: String,
+    /// The list it belongs to.
+    pub list: ListKind,
+    /// Display form, canonical: `alice@x.com`, `*@x.com`, `*@*.x.com`, `+1202…`, `0x…`.
+    pub identifier: String,
+    /// Dedup key: `lists::Entry::key(list)`, the matcher's key.
+    pub key: String,
+    /// Clerk's identifier type.
+    pub identifier_type: IdentifierType,
+    /// The invitation sent with it, once invitations exist.
+    pub invitation_id: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// A validated entry to add (the admin builds it from `lists::parse_entry`).
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Display form (see [`StoredEntry::identifier`]).
+    pub identifier: String,
+    /// Dedup key (see [`StoredEntry::key`]).
+    pub key: String,
+    /// Clerk's identifier type.
+    pub identifier_type: IdentifierType,
+}
+
+/// Restriction values set through the API; `None` = not set, the config decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestrictionOverrides {
+    /// Enforce the allow list (even when empty).
+    pub allowlist: Option<bool>,
+    /// Enforce the block list.
+    pub blocklist: Option<bool>,
+    /// Skip both lists on sign-in.
+    pub allowlist_blocklist_disabled_on_sign_in: Option<bool>,
+    /// Refuse `+tag` style subaddresses.
+    pub block_email_subaddresses: Option<bool>,
+    /// Refuse known disposable email domains.
+    pub block_disposable_email_domains: Option<bool>,
+}
+
+impl RestrictionOverrides {
+    /// `self` with every `Some` field of `patch` applied; `None` fields keep `self`'s value.
+    pub fn merged(self, patch: RestrictionOverrides) -> RestrictionOverrides {
+        RestrictionOverrides {
+            allowlist: patch.allowlist.or(self.allowlist),
+            blocklist: patch.blocklist.or(self.blocklist),
+            allowlist_blocklist_disabled_on_sign_in: patch
+                .allowlist_blocklist_disabled_on_sign_in
+                .or(self.allowlist_blocklist_disabled_on_sign_in),
+            block_email_subaddresses: patch
+                .block_email_subaddresses
+                .or(self.block_email_subaddresses),
+            block_disposable_email_domains: patch
+                .block_disposable_email_domains
+                .or(self.block_disposable_email_domains),
+        }
+    }
+}
+
+/// Everything in the store, read at start-up and after a replica notices a change.
+#[derive(Debug, Clone, Default)]
+pub struct StoreState {
+    /// All entries of both lists.
+    pub entries: Vec<StoredEntry>,
+    /// The stored overrides.
+    pub restrictions: RestrictionOverrides,
+}
+
+/// A committed change, in commit order. The reloader applies it to the live gate.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// An entry was added.
+    Added(StoredEntry),
+    /// An entry was removed.
+    Removed(StoredEntry),
+    /// The full new overrides.
+    Restrictions(RestrictionOverrides),
+    /// A whole list was replaced (issue #4, Magic PUT; not produced yet).
+    Replaced {
+        /// Which list.
+        list: ListKind,
+        /// Its new entries.
+        entries: Vec<StoredEntry>,
+    },
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `(list, key)` is taken.
+    #[error("an entry with the same identifier already exists: {existing}")]
+    Duplicate {
+        /// The existing row's identifier.
+        existing: String,
+        /// The existing row's id.
+        id: String,
+    },
+    /// No entry with that id in that list.
+    #[error("no entry with id {0}")]
+    NotFound(String),
+    /// I/O, SQLite errors, the writer gone.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store could not be opened (including a schema newer than this build knows).
+    #[error("cannot open the store at {path}: {message}")]
+    Open {
+        /// The database path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The store. An enum over backends (SQLite now; PostgreSQL next) so callers never change.
+/// Cloning is cheap (an `Arc` inside); the backend shuts down when the last clone is dropped.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Store {
+    /// The embedded SQLite backend.
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens (creating it and its parent directories if needed) the SQLite store at `path`:
+    /// WAL, `synchronous=FULL`, `foreign_keys=ON`, busy timeout, migrations applied.
+    pub fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        SqliteStore::open(path).map(Store::Sqlite)
+    }
+
+    /// The SQLite backend, if that is what this is.
+    pub fn as_sqlite(&self) -> Option<&SqliteStore> {
+        match self {
+            Store::Sqlite(s) => Some(s),
+        }
+    }
+
+    /// Everything in the store (blocking; for start-up).
+    /// Installs the function that applies committed changes to the live gate. It runs on the
+    /// writer thread after each commit, in commit order, before the writers are answered —
+    /// that is what makes admin writes read-your-writes without races between concurrent
+    /// writers. A PostgreSQL backend calls it for changes other replicas committed too.
+    pub fn set_commit_hook(&self, hook: sqlite::CommitHook) {
+        match self {
+            Store::Sqlite(s) => s.set_commit_hook(hook),
+        }
+    }
+
+    pub fn load(&self) -> Result<StoreState, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.load(),
+        }
+    }
+
+    /// Adds an entry; `Ok` means committed durably.
+    pub async fn insert(&self, list: ListKind, e: NewEntry) -> Result<StoredEntry, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.insert(list, e).await,
+        }
+    }
+
+    /// Removes the entry `id` from `list`; `Ok` (the removed row) means committed durably.
+    pub async fn delete(&self, list: ListKind, id: &str) -> Result<StoredEntry, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.delete(list, id).await,
+        }
+    }
+
+    /// Merges the `Some` fields of `patch` into the stored overrides and returns the full
+    /// result; `Ok` means committed durably.
+    pub async fn update_restrictions(
+        &self,
+        patch: RestrictionOverrides,
+    ) -> Result<RestrictionOverrides, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.update_restrictions(patch).await,
+        }
+    }
+
+    /// A page of `list`, newest first (`created_at` desc, `id` desc), and the list's total.
+    /// `limit: None` = no limit.
+    pub async fn list(
+        &self,
+        list: ListKind,
+        limit: Option<usize>,
+        offset: usize,
+    ) -> Result<(Vec<StoredEntry>, usize), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list(list, limit, offset).await,
+        }
+    }
+
+    /// The entry of `list` whose dedup key is `key`.
+    pub async fn get_by_key(
+        &self,
+        list: ListKind,
+        key: &str,
+    ) -> Result<Option<StoredEntry>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.get_by_key(list, key).await,
+        }
+    }
+
+    /// Every change committed from now on, in commit order. A receiver that falls more than
+    /// 1024 changes behind gets `Lagged` and should re-read with [`Store::load`].
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        match self {
+            Store::Sqlite(s) => s.subscribe(),
+        }
+    }
+}

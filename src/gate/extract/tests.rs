@@ -332,6 +332,43 @@ fn extract_table() {
             req("/", &[("host", "a"), ("host", "b")], ""),
             no("duplicate_host"),
         ),
+        // ---- Connection naming a header the upstream would then not get ----
+        (
+            "connection names content-type",
+            req(
+                "/",
+                &[ct_json, ("connection", "keep-alive, Content-Type")],
+                r#"{"email":"a@b.co"}"#,
+            ),
+            no("connection_names_header"),
+        ),
+        (
+            "connection names the identifier header",
+            req(
+                "/",
+                &[("x-wallet", "0xabc"), ("connection", "x-wallet")],
+                "",
+            ),
+            no("connection_names_header"),
+        ),
+        (
+            "connection names content-encoding in a second header",
+            req(
+                "/",
+                &[("connection", "close"), ("connection", "content-encoding")],
+                "",
+            ),
+            no("connection_names_header"),
+        ),
+        (
+            "connection hop-by-hop only",
+            req(
+                "/",
+                &[ct_json, ("connection", "Keep-Alive, TE , close")],
+                r#"{"email":"a@b.co"}"#,
+            ),
+            ok(&[(0, "a@b.co")]),
+        ),
         // ---- method override ----
         (
             "override header",

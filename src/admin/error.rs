@@ -1,0 +1,724 @@
+//! Clerk's error envelope and the JSON body extractor of the admin API.
+//!
+//! Every non-2xx answer under `/v1` is `{"errors":[{message,long_message,code,meta}]}` with
+//! `Content-Type: application/json` (CONTRACT §1). [`ClerkError`] is one error (its status,
+//! code and texts live here, in one place); [`ClerkErrors`] is what handlers return, one or more
+//! errors answered together (validation collects all of them, as Clerk does).
+//!
+//! [`ClerkJson`] reads a request body as a JSON object and hands it to a [`FromParams`] type
+//! through [`Params`], which records wrong types and reports every key nobody asked for as
+//! `form_param_unknown`. Rejections become Clerk errors: 400 `request_body_invalid`,
+//! 413 `request_body_too_large`, 415 `unsupported_content_type`, 422 `form_param_*`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::lists::ListKind;
+
+/// One Clerk API error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClerkError {
+    /// `Authorization` present but not `Bearer <key>` (401).
+    #[error("invalid Authorization header format")]
+    AuthorizationHeaderFormat,
+    /// Missing or unknown secret key (401).
+    #[error("the secret key is invalid")]
+    KeyInvalid,
+    /// The body is not a JSON object (400).
+    #[error("the request body is invalid")]
+    BodyInvalid,
+    /// A body with a media type other than JSON (415).
+    #[error("content type {0} is unsupported")]
+    UnsupportedContentType(String),
+    /// A body over the admin body limit (413).
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A body key this endpoint does not know (422).
+    #[error("{0} is not a valid parameter for this request")]
+    ParamUnknown(String),
+    /// A body value of the wrong JSON type (422).
+    #[error("`{param}` must be a `{expected}`")]
+    ParamTypeInvalid {
+        /// The key.
+        param: String,
+        /// `bool`, `string`, `array of strings`.
+        expected: &'static str,
+    },
+    /// A required body value is absent or empty (422).
+    #[error("{0} must be included")]
+    ParamMissing(String),
+    /// A malformed value, e.g. an identifier (422).
+    #[error("{param}: {long_message}")]
+    ParamFormatInvalid {
+        /// The key.
+        param: String,
+        /// The full explanation.
+        long_message: String,
+    },
+    /// A value that is well-formed but not allowed (422).
+    #[error("{param}: {long_message}")]
+    ParamValueInvalid {
+        /// The key.
+        param: String,
+        /// The full explanation.
+        long_message: String,
+    },
+    /// A parameter not allowed together with another one's value (422).
+    #[error("{param}: {long_message}")]
+    ConditionalParamDisallowed {
+        /// The key.
+        param: String,
+        /// The full explanation.
+        long_message: String,
+    },
+    /// A query parameter that does not parse (400).
+    #[error("{param}: {long_message}")]
+    QueryValueInvalid {
+        /// The query key.
+        param: String,
+        /// The full explanation.
+        long_message: String,
+    },
+    /// The identifier is already on the list (400).
+    #[error("duplicate {list} list identifier: {long_message}")]
+    Duplicate {
+        /// Which list.
+        list: ListKind,
+        /// Names the identifier (and where the existing entry comes from).
+        long_message: String,
+    },
+    /// No identifier with this id (404).
+    #[error("no identifier was found with id {0}")]
+    IdentifierNotFound(String),
+    /// No such endpoint under `/v1` (404).
+    #[error("no such endpoint")]
+    EndpointNotFound,
+    /// The endpoint exists, the method does not (405).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The store failed (500). The detail is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+const KEY_INVALID: &str =
+    "The provided Clerk Secret Key is invalid. Make sure that your Clerk Secret Key is correct.";
+
+impl ClerkError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        use ClerkError as E;
+        match self {
+            E::AuthorizationHeaderFormat | E::KeyInvalid => StatusCode::UNAUTHORIZED,
+            E::BodyInvalid | E::QueryValueInvalid { .. } | E::Duplicate { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            E::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            E::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            E::ParamUnknown(_)
+            | E::ParamTypeInvalid { .. }
+            | E::ParamMissing(_)
+            | E::ParamFormatInvalid { .. }
+            | E::ParamValueInvalid { .. }
+            | E::ConditionalParamDisallowed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::IdentifierNotFound(_) | E::EndpointNotFound => StatusCode::NOT_FOUND,
+            E::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Clerk's machine-readable code.
+    pub fn code(&self) -> &'static str {
+        use ClerkError as E;
+        match self {
+            E::AuthorizationHeaderFormat => "authorization_header_format_invalid",
+            E::KeyInvalid => "clerk_key_invalid",
+            E::BodyInvalid => "request_body_invalid",
+            E::UnsupportedContentType(_) => "unsupported_content_type",
+            E::BodyTooLarge { .. } => "request_body_too_large",
+            E::ParamUnknown(_) => "form_param_unknown",
+            E::ParamTypeInvalid { .. } => "form_param_type_invalid",
+            E::ParamMissing(_) => "form_param_missing",
+            E::ParamFormatInvalid { .. } => "form_param_format_invalid",
+            E::ParamValueInvalid { .. } => "form_param_value_invalid",
+            E::ConditionalParamDisallowed { .. } => "form_conditional_param_disallowed",
+            E::QueryValueInvalid { .. } => "invalid_query_parameter_value",
+            E::Duplicate { .. } => "duplicate_record",
+            E::IdentifierNotFound(_) | E::EndpointNotFound => "resource_not_found",
+            E::MethodNotAllowed => "request_method_not_allowed",
+            E::Internal(_) => "internal_clerk_error",
+        }
+    }
+
+    /// The short message.
+    pub fn message(&self) -> String {
+        use ClerkError as E;
+        match self {
+            E::AuthorizationHeaderFormat => "Invalid Authorization header format".into(),
+            E::KeyInvalid => KEY_INVALID.into(),
+            E::BodyInvalid => "Request body invalid".into(),
+            E::UnsupportedContentType(_) => "Unsupported content type".into(),
+            E::BodyTooLarge { .. } => "Request body too large".into(),
+            E::ParamUnknown(_) => "is unknown".into(),
+            E::ParamTypeInvalid { .. }
+            | E::ParamFormatInvalid { .. }
+            | E::ParamValueInvalid { .. }
+            | E::QueryValueInvalid { .. } => "is invalid".into(),
+            E::ParamMissing(_) => "is missing".into(),
+            E::ConditionalParamDisallowed { .. } => "is not allowed".into(),
+            E::Duplicate { list, .. } => format!("duplicate {}list identifier", list.as_str()),
+            E::IdentifierNotFound(_) => "Identifier not found".into(),
+            E::EndpointNotFound => "Resource not found".into(),
+            E::MethodNotAllowed => "Method not allowed".into(),
+            E::Internal(_) => "Oops, an unexpected error occurred".into(),
+        }
+    }
+
+    /// The full explanation (always present; Python's SDK requires it).
+    pub fn long_message(&self) -> String {
+        use ClerkError as E;
+        match self {
+            E::AuthorizationHeaderFormat => {
+                "Invalid Authorization header format. Must be \"Bearer <YOUR_API_KEY>\"".into()
+            }
+            E::KeyInvalid => KEY_INVALID.into(),
+            E::BodyInvalid => "The request body is invalid. Please consult the API documentation for more information.".into(),
+            E::UnsupportedContentType(got) => {
+                format!("Content-Type {got} is unsupported. You should use application/json instead.")
+            }
+            E::BodyTooLarge { limit } => {
+                format!("The request body is larger than the limit of {limit} bytes.")
+            }
+            E::ParamUnknown(key) => format!("{key} is not a valid parameter for this request."),
+            E::ParamTypeInvalid { param, expected } => format!("`{param}` must be a `{expected}`."),
+            E::ParamMissing(key) => format!("{key} must be included."),
+            E::ParamFormatInvalid { long_message, .. }
+            | E::ParamValueInvalid { long_message, .. }
+            | E::ConditionalParamDisallowed { long_message, .. }
+            | E::QueryValueInvalid { long_message, .. }
+            | E::Duplicate { long_message, .. } => long_message.clone(),
+            E::IdentifierNotFound(id) => format!("No identifier was found with id {id}"),
+            E::EndpointNotFound => {
+                "The requested resource does not exist on this admin server.".into()
+            }
+            E::MethodNotAllowed => "This endpoint does not support this HTTP method.".into(),
+            E::Internal(_) => "The admin store is unavailable; the change was not made. See the idgate log for details.".into(),
+        }
+    }
+
+    /// `meta`: `param_name` for parameter errors, else empty.
+    pub fn meta(&self) -> Map<String, Value> {
+        use ClerkError as E;
+        let mut meta = Map::new();
+        match self {
+            E::ParamUnknown(p) | E::ParamMissing(p) => {
+                meta.insert("param_name".into(), Value::String(p.clone()));
+            }
+            E::ParamTypeInvalid { param, .. }
+            | E::ParamFormatInvalid { param, .. }
+            | E::ParamValueInvalid { param, .. }
+            | E::ConditionalParamDisallowed { param, .. }
+            | E::QueryValueInvalid { param, .. } => {
+                meta.insert("param_name".into(), Value::String(param.clone()));
+            }
+            _ => {}
+        }
+        meta
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "message": self.message(),
+            "long_message": self.long_message(),
+            "code": self.code(),
+            "meta": self.meta(),
+        })
+    }
+}
+
+/// One or more errors answered together; the status is the first error's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClerkErrors(pub Vec<ClerkError>);
+
+impl From<ClerkError> for ClerkErrors {
+    fn from(e: ClerkError) -> Self {
+        ClerkErrors(vec![e])
+    }
+}
+
+impl ClerkErrors {
+    /// The response status.
+    pub fn status(&self) -> StatusCode {
+        self.0
+            .first()
+            .map(ClerkError::status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for ClerkErrors {
+    fn into_response(self) -> Response {
+        for e in &self.0 {
+            if let ClerkError::Internal(detail) = e {
+                tracing::error!("admin API: {detail}");
+            }
+        }
+        let errors: Vec<Value> = self.0.iter().map(ClerkError::to_json).collect();
+        (self.status(), Json(json!({ "errors": errors }))).into_response()
+    }
+}
+
+impl IntoResponse for ClerkError {
+    fn into_response(self) -> Response {
+        ClerkErrors::from(self).into_response()
+    }
+}
+
+/// A JSON request body's keys, taken one at a time by a [`FromParams`] type.
+///
+/// Absent and `null` both read as `None` (CONTRACT §1: "leave unchanged"). A value of the
+/// wrong type records `form_param_type_invalid`; keys left over at [`Params::finish`] are
+/// `form_param_unknown`.
+#[derive(Debug, Default)]
+pub struct Params {
+    map: Map<String, Value>,
+    errors: Vec<ClerkError>,
+}
+
+impl Params {
+    /// Wraps a parsed JSON object.
+    pub fn new(map: Map<String, Value>) -> Params {
+        Params {
+            map,
+            errors: Vec::new(),
+        }
+    }
+
+    fn wrong(&mut self, key: &str, expected: &'static str) {
+        self.errors.push(ClerkError::ParamTypeInvalid {
+            param: key.to_owned(),
+            expected,
+        });
+    }
+
+    /// An optional, nullable boolean.
+    pub fn opt_bool(&mut self, key: &str) -> Option<bool> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(b),
+            Some(_) => {
+                self.wrong(key, "bool");
+                None
+            }
+        }
+    }
+
+    /// An optional, nullable string.
+    pub fn opt_string(&mut self, key: &str) -> Option<String> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                self.wrong(key, "string");
+                None
+            }
+        }
+    }
+
+    /// An optional, nullable array of strings.
+    pub fn opt_strings(&mut self, key: &str) -> Option<Vec<String>> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) => out.push(s),
+                        _ => {
+                            self.wrong(key, "array of strings");
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            Some(_) => {
+                self.wrong(key, "array of strings");
+                None
+            }
+        }
+    }
+
+    /// A required, non-empty string: `form_param_missing` when absent, null or empty.
+    pub fn required_string(&mut self, key: &str) -> Option<String> {
+        let present = matches!(self.map.get(key), Some(v) if !v.is_null());
+        match self.opt_string(key) {
+            Some(s) if !s.trim().is_empty() => Some(s),
+            Some(_) => {
+                self.errors.push(ClerkError::ParamMissing(key.to_owned()));
+                None
+            }
+            None => {
+                if !present {
+                    self.errors.push(ClerkError::ParamMissing(key.to_owned()));
+                }
+                None
+            }
+        }
+    }
+
+    /// Records an error found while reading (e.g. a bad enum value).
+    pub fn push(&mut self, e: ClerkError) {
+        self.errors.push(e);
+    }
+
+    /// Every recorded error, then one `form_param_unknown` per key nobody read.
+    pub fn finish(self) -> Result<(), ClerkErrors> {
+        let mut errors = self.errors;
+        errors.extend(
+            self.map
+                .into_iter()
+                .map(|(k, _)| ClerkError::ParamUnknown(k)),
+        );
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ClerkErrors(errors))
+        }
+    }
+}
+
+/// A request body type read through [`Params`].
+pub trait FromParams: Sized {
+    /// Takes every key this type knows from `p`. Errors go into `p`; the value returned is
+    /// only used when `p` finishes without errors.
+    fn from_params(p: &mut Params) -> Self;
+}
+
+/// A JSON object body, validated into `T`, with rejections as Clerk errors.
+///
+/// An empty body reads as `{}` whatever the `Content-Type` (the JS SDK sends
+/// `Content-Type: application/json` on bodiless requests).
+#[derive(Debug)]
+pub struct ClerkJson<T>(pub T);
+
+impl<S: Send + Sync, T: FromParams> FromRequest<S> for ClerkJson<T> {
+    type Rejection = ClerkErrors;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ClerkError::BodyTooLarge {
+                    limit: super::BODY_LIMIT,
+                }
+            } else {
+                ClerkError::BodyInvalid
+            }
+        })?;
+        let map = parse_body(content_type.as_deref(), &bytes)?;
+        let mut params = Params::new(map);
+        let value = T::from_params(&mut params);
+        params.finish()?;
+        Ok(ClerkJson(value))
+    }
+}
+
+/// The body as a JSON object (empty body: `{}`).
+pub(crate) fn parse_body(
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<Map<String, Value>, ClerkError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let ct = content_type.unwrap_or("");
+    if !is_json(ct) {
+        let shown = if ct.is_empty() {
+            "(none)".to_owned()
+        } else {
+            crate::identifier::snippet(ct)
+        };
+        return Err(ClerkError::UnsupportedContentType(shown));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(ClerkError::BodyInvalid),
+    }
+}
+
+/// `application/json`, optionally with `charset=utf-8`.
+fn is_json(ct: &str) -> bool {
+    let mut parts = ct.split(';');
+    let essence = parts.next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|p| {
+        let p = p.trim();
+        p.is_empty() || {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            k.trim().eq_ignore_ascii_case("charset")
+                && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_status_code_and_long_message() {
+        let list = ListKind::Allow;
+        let cases: Vec<(ClerkError, u16, &str)> = vec![
+            (
+                ClerkError::AuthorizationHeaderFormat,
+                401,
+                "authorization_header_format_invalid",
+            ),
+            (ClerkError::KeyInvalid, 401, "clerk_key_invalid"),
+            (ClerkError::BodyInvalid, 400, "request_body_invalid"),
+            (
+                ClerkError::UnsupportedContentType("text/plain".into()),
+                415,
+                "unsupported_content_type",
+            ),
+            (
+                ClerkError::BodyTooLarge { limit: 1 },
+                413,
+                "request_body_too_large",
+            ),
+            (
+                ClerkError::ParamUnknown("x".into()),
+                422,
+                "form_param_unknown",
+            ),
+            (
+                ClerkError::ParamTypeInvalid {
+                    param: "x".into(),
+                    expected: "bool",
+                },
+                422,
+                "form_param_type_invalid",
+            ),
+            (
+                ClerkError::ParamMissing("x".into()),
+                422,
+                "form_param_missing",
+            ),
+            (
+                ClerkError::ParamFormatInvalid {
+                    param: "x".into(),
+                    long_message: "m".into(),
+                },
+                422,
+                "form_param_format_invalid",
+            ),
+            (
+                ClerkError::ParamValueInvalid {
+                    param: "x".into(),
+                    long_message: "m".into(),
+                },
+                422,
+                "form_param_value_invalid",
+            ),
+            (
+                ClerkError::ConditionalParamDisallowed {
+                    param: "x".into(),
+                    long_message: "m".into(),
+                },
+                422,
+                "form_conditional_param_disallowed",
+            ),
+            (
+                ClerkError::QueryValueInvalid {
+                    param: "x".into(),
+                    long_message: "m".into(),
+                },
+                400,
+                "invalid_query_parameter_value",
+            ),
+            (
+                ClerkError::Duplicate {
+                    list,
+                    long_message: "m".into(),
+                },
+                400,
+                "duplicate_record",
+            ),
+            (
+                ClerkError::IdentifierNotFound("alid_1".into()),
+                404,
+                "resource_not_found",
+            ),
+            (ClerkError::EndpointNotFound, 404, "resource_not_found"),
+            (
+                ClerkError::MethodNotAllowed,
+                405,
+                "request_method_not_allowed",
+            ),
+            (
+                ClerkError::Internal("disk".into()),
+                500,
+                "internal_clerk_error",
+            ),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e:?}");
+            assert_eq!(e.code(), code, "{e:?}");
+            assert!(!e.message().is_empty(), "{e:?}");
+            assert!(!e.long_message().is_empty(), "{e:?}");
+            assert!(
+                !e.long_message().contains("disk"),
+                "internal detail leaked: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn contract_texts() {
+        assert_eq!(
+            ClerkError::ParamUnknown("foo".into()).long_message(),
+            "foo is not a valid parameter for this request."
+        );
+        assert_eq!(
+            ClerkError::ParamTypeInvalid {
+                param: "allowlist".into(),
+                expected: "bool"
+            }
+            .long_message(),
+            "`allowlist` must be a `bool`."
+        );
+        assert_eq!(
+            ClerkError::IdentifierNotFound("alid_x".into()).long_message(),
+            "No identifier was found with id alid_x"
+        );
+        assert_eq!(
+            ClerkError::Duplicate {
+                list: ListKind::Block,
+                long_message: String::new()
+            }
+            .message(),
+            "duplicate blocklist identifier"
+        );
+        assert_eq!(
+            ClerkError::ParamMissing("identifier".into())
+                .meta()
+                .get("param_name"),
+            Some(&Value::String("identifier".into()))
+        );
+        assert!(ClerkError::KeyInvalid.meta().is_empty());
+    }
+
+    #[test]
+    fn params_collect_types_missing_and_unknown_keys() {
+        let body = json!({
+            "a": true, "b": "yes", "c": null, "s": "x", "arr": ["1", 2],
+            "zzz": 1, "yyy": 2, "req": ""
+        });
+        let Value::Object(map) = body else { panic!() };
+        let mut p = Params::new(map);
+        assert_eq!(p.opt_bool("a"), Some(true));
+        assert_eq!(p.opt_bool("b"), None);
+        assert_eq!(p.opt_bool("c"), None);
+        assert_eq!(p.opt_bool("absent"), None);
+        assert_eq!(p.opt_string("s"), Some("x".into()));
+        assert_eq!(p.opt_strings("arr"), None);
+        assert_eq!(p.required_string("req"), None);
+        assert_eq!(p.required_string("nothing"), None);
+        let errs = p.finish().unwrap_err().0;
+        let codes: Vec<_> = errs.iter().map(|e| (e.code(), e.meta())).collect();
+        let names: Vec<String> = codes
+            .iter()
+            .map(|(c, m)| {
+                format!(
+                    "{c}:{}",
+                    m.get("param_name").and_then(Value::as_str).unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "form_param_type_invalid:b",
+                "form_param_type_invalid:arr",
+                "form_param_missing:req",
+                "form_param_missing:nothing",
+                "form_param_unknown:yyy",
+                "form_param_unknown:zzz",
+            ]
+        );
+    }
+
+    #[test]
+    fn body_parsing_table() {
+        let ok = |ct: Option<&str>, body: &str| parse_body(ct, body.as_bytes());
+        assert_eq!(ok(None, "").unwrap().len(), 0);
+        assert_eq!(ok(Some("application/json"), "  ").unwrap().len(), 0);
+        assert_eq!(ok(Some("text/plain"), "").unwrap().len(), 0);
+        assert_eq!(ok(Some("application/json"), r#"{"a":1}"#).unwrap().len(), 1);
+        assert_eq!(
+            ok(Some("Application/JSON; charset=UTF-8"), "{}")
+                .unwrap()
+                .len(),
+            0
+        );
+        for (ct, body, code) in [
+            (Some("application/json"), "{", "request_body_invalid"),
+            (Some("application/json"), "[1]", "request_body_invalid"),
+            (Some("application/json"), "\"x\"", "request_body_invalid"),
+            (
+                Some("application/json; charset=latin1"),
+                "{}",
+                "unsupported_content_type",
+            ),
+            (
+                Some("application/x-www-form-urlencoded"),
+                "a=1",
+                "unsupported_content_type",
+            ),
+            (Some("text/plain"), "{}", "unsupported_content_type"),
+            (None, "{}", "unsupported_content_type"),
+        ] {
+            assert_eq!(ok(ct, body).unwrap_err().code(), code, "{ct:?} {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn envelope_shape_and_content_type() {
+        let resp = ClerkErrors(vec![
+            ClerkError::ParamUnknown("a".into()),
+            ClerkError::ParamUnknown("b".into()),
+        ])
+        .into_response();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            resp.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"errors": [
+                {"message": "is unknown", "long_message": "a is not a valid parameter for this request.",
+                 "code": "form_param_unknown", "meta": {"param_name": "a"}},
+                {"message": "is unknown", "long_message": "b is not a valid parameter for this request.",
+                 "code": "form_param_unknown", "meta": {"param_name": "b"}},
+            ]})
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The Clerk admin API against the real wiring (`idgate::app::Gate`) on loopback: raw HTTP/1.1
+//! clients on the admin port and the proxy port, a real upstream, the real SQLite store.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use idgate::app::Gate;
+use serde_json::Value;
+
+const KEY: &str = "sk_test_admin_api";
+
+/// `STANDARD` plus the admin key (the indented line continues `admin:` in `config_text`).
+fn body(extra: &str) -> String {
+    format!("  secret_keys: [\"{KEY}\"]\n{STANDARD}{extra}")
+}
+
+async fn admin(addr: SocketAddr, method: &str, path: &str, json: Option<&str>) -> Reply {
+    admin_with(addr, method, path, json, Some(&format!("Bearer {KEY}"))).await
+}
+
+async fn admin_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    auth: Option<&str>,
+) -> Reply {
+    let body = json.unwrap_or("");
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin.test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(addr, req.as_bytes()).await
+}
+
+fn sign_up(email: &str) -> String {
+    serde_json::json!({ "email": email }).to_string()
+}
+
+#[tokio::test]
+async fn a_blocklist_200_blocks_the_very_next_sign_up_and_a_delete_reopens() {
+    let g = start(&body("")).await;
+    let who = "eve@acme.com";
+    let r = post_json(g.addr, "/api/sign-up", &sign_up(who)).await;
+    assert_eq!(r.status, 200, "allowed before: {}", r.text());
+    let before = g.upstream.count();
+
+    let r = admin(
+        g.admin,
+        "POST",
+        "/v1/blocklist_identifiers",
+        Some(r#"{"identifier":"Eve@ACME.com"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+
+    // No polling: the 200 came after the gate started enforcing it.
+    let r = post_json(g.addr, "/api/sign-up", &sign_up(who)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["meta"]["reason"], "blocklist");
+    assert_eq!(
+        g.upstream.count(),
+        before,
+        "a denied sign-up reached the upstream"
+    );
+
+    let r = admin(
+        g.admin,
+        "DELETE",
+        &format!("/v1/blocklist_identifiers/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deleted"], true);
+    let r = post_json(g.addr, "/api/sign-up", &sign_up(who)).await;
+    assert_eq!(
+        r.status,
+        200,
+        "forwarded right after the delete: {}",
+        r.text()
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_allowlist_switch_applies_before_the_answer() {
+    let g = start(&body("")).await;
+    let r = admin(
+        g.admin,
+        "POST",
+        "/v1/allowlist_identifiers",
+        Some(r#"{"identifier":"*@partner.io","notify":false}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_json(g.addr, "/api/sign-up", &sign_up("zoe@partner.io")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let r = admin(
+        g.admin,
+        "PATCH",
+        "/v1/instance/restrictions",
+        Some(r#"{"blocklist":false,"block_email_subaddresses":true}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["allowlist"], true, "auto with entries is enforced: {j}");
+    assert_eq!(j["blocklist"], false);
+    let r = post_json(g.addr, "/api/sign-up", &sign_up("zoe+tag@partner.io")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["meta"]["reason"], "subaddress");
+    // blocklist off: a config block entry no longer denies (acme.com is allowlisted).
+    let r = post_json(g.addr, "/api/sign-up", &sign_up("mallory@acme.com")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn writes_and_restrictions_survive_a_restart() {
+    let mut g = start(&body("")).await;
+    let r = admin(
+        g.admin,
+        "POST",
+        "/v1/blocklist_identifiers",
+        Some(r#"{"identifier":"*@*.spam.example"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let blocked_id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = admin(
+        g.admin,
+        "PATCH",
+        "/v1/instance/restrictions",
+        Some(r#"{"block_email_subaddresses":true}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let instance = admin(g.admin, "GET", "/v1/instance", None).await.json()["id"].clone();
+
+    g.gate.take().unwrap().shutdown().await;
+    let gate = Gate::start(&g.config_path()).await.expect("restarts");
+    g.addr = gate.proxy_addrs()[0];
+    g.admin = gate.admin_addr();
+    g.gate = Some(gate);
+
+    let r = admin(g.admin, "GET", "/v1/blocklist_identifiers", None).await;
+    let j = r.json();
+    assert_eq!(j["data"][0]["id"], blocked_id.as_str(), "{j}");
+    assert_eq!(j["data"][0]["identifier"], "*@*.spam.example");
+    assert_eq!(j["total_count"], 3, "one stored + two config entries: {j}");
+    let r = admin(g.admin, "PATCH", "/v1/instance/restrictions", Some("{}")).await;
+    assert_eq!(r.json()["block_email_subaddresses"], true);
+    assert_eq!(
+        admin(g.admin, "GET", "/v1/instance", None).await.json()["id"],
+        instance
+    );
+    let r = post_json(g.addr, "/api/sign-up", &sign_up("x@a.spam.example")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn listings_include_config_entries_that_cannot_be_deleted() {
+    let g = start(&body("")).await;
+    let r = admin(g.admin, "GET", "/v1/allowlist_identifiers", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let arr = r.json();
+    let arr = arr.as_array().expect("a bare array without paginated=true");
+    assert_eq!(arr.len(), 4);
+    let r = admin(
+        g.admin,
+        "GET",
+        "/v1/allowlist_identifiers?paginated=true&limit=1",
+        None,
+    )
+    .await;
+    let j = r.json();
+    assert_eq!(j["total_count"], 4);
+    assert_eq!(j["data"].as_array().map(Vec::len), Some(1));
+    let id = j["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = admin(
+        g.admin,
+        "DELETE",
+        &format!("/v1/allowlist_identifiers/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let e: &Value = &r.json()["errors"][0];
+    assert_eq!(e["code"], "form_param_value_invalid");
+    assert!(
+        e["long_message"].as_str().unwrap().contains("config file"),
+        "{e}"
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn auth_over_the_socket() {
+    let g = start(&body("")).await;
+    for (auth, status, code) in [
+        (None, 401, "clerk_key_invalid"),
+        (Some("Bearer wrong"), 401, "clerk_key_invalid"),
+        (Some(KEY), 401, "authorization_header_format_invalid"),
+    ] {
+        let r = admin_with(g.admin, "GET", "/v1/blocklist_identifiers", None, auth).await;
+        assert_eq!(r.status, status, "{auth:?}");
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(r.json()["errors"][0]["code"], code, "{auth:?}");
+    }
+    let r = admin_with(g.admin, "GET", "/healthz", None, None).await;
+    assert_eq!(r.status, 200);
+    g.shutdown().await;
+}
