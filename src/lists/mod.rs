@@ -136,13 +136,15 @@ pub fn parse_entry(s: &str, list: ListKind, opts: &ParseOptions) -> Result<Entry
     if s.contains('*') {
         return Err(EntryError::Wildcard);
     }
-    if !s.contains('@') && !s.starts_with("0x") && !s.starts_with("0X") {
-        if let Ok(d) = identifier::canonical_domain(s) {
-            return match list {
-                ListKind::Block => Ok(Entry::Domain(d)),
-                ListKind::Allow => Err(EntryError::BareDomainInAllow(d)),
-            };
-        }
+    if !s.contains('@')
+        && !s.starts_with("0x")
+        && !s.starts_with("0X")
+        && let Ok(d) = identifier::canonical_domain(s)
+    {
+        return match list {
+            ListKind::Block => Ok(Entry::Domain(d)),
+            ListKind::Allow => Err(EntryError::BareDomainInAllow(d)),
+        };
     }
     Ok(Entry::Exact(identifier::parse(s, None, opts)?))
 }
