@@ -115,11 +115,10 @@ fn lookup<T>(
     c: &Candidate,
     f: impl Fn(Hit<'_>) -> T,
 ) -> Option<(Specificity, T)> {
-    let config = match list {
-        ListKind::Allow => &snap.allow,
-        ListKind::Block => &snap.block,
-    };
-    let from_config = config.lookup(c).map(|h| (h.specificity, f(h)));
+    let from_config = snap
+        .config_list(list)
+        .lookup(c)
+        .map(|h| (h.specificity, f(h)));
     let store = snap.store.read(list);
     let from_store = store.lookup(c).map(|h| (h.specificity, f(h)));
     match (from_config, from_store) {

@@ -116,6 +116,11 @@ struct Fixed {
     header_read: Duration,
     upstream_connect: Duration,
     shutdown_grace: Duration,
+    /// TLS settings are read once at start; certificate *contents* reload through `tls::watch`.
+    listen_tls: Vec<Option<config::ServerTls>>,
+    admin_tls: Option<config::ServerTls>,
+    upstream_tls: Option<config::UpstreamTls>,
+    tls_handshake: Duration,
 }
 
 impl Fixed {
@@ -126,6 +131,10 @@ impl Fixed {
             header_read: c.timeouts.header_read,
             upstream_connect: c.timeouts.upstream_connect,
             shutdown_grace: c.timeouts.shutdown_grace,
+            listen_tls: c.listen.iter().map(|l| l.tls.clone()).collect(),
+            admin_tls: c.admin.tls.clone(),
+            upstream_tls: c.upstream_tls.clone(),
+            tls_handshake: c.timeouts.tls_handshake,
         }
     }
 
@@ -140,6 +149,14 @@ impl Fixed {
             Some("timeouts.upstream_connect")
         } else if self.shutdown_grace != other.shutdown_grace {
             Some("timeouts.shutdown_grace")
+        } else if self.listen_tls != other.listen_tls {
+            Some("listen[].tls")
+        } else if self.admin_tls != other.admin_tls {
+            Some("admin.tls")
+        } else if self.upstream_tls != other.upstream_tls {
+            Some("upstream_tls")
+        } else if self.tls_handshake != other.tls_handshake {
+            Some("timeouts.tls_handshake")
         } else {
             None
         }
@@ -240,19 +257,30 @@ impl Reloader {
     /// (the admin API answers only after this: read-your-writes).
     pub fn apply_store_changes(&self, changes: &[Change]) {
         let mut st = self.lock();
-        for change in changes {
+        let lists = st.store.lists.clone();
+        let mut rest = changes;
+        while let Some((change, tail)) = rest.split_first() {
+            rest = tail;
             match change {
-                Change::Added(e) => {
-                    if let Some(entry) = snapshot::stored_entry(e) {
-                        st.store
-                            .lists
-                            .write(e.list)
-                            .insert(entry, snapshot::store_source());
+                Change::Added(e) | Change::Removed(e) => {
+                    // A run of single-entry changes to one list (a bulk append or removal) is
+                    // parsed first, then applied under one write lock: the gate sees all of it
+                    // or none, and lookups wait only for the hash-map updates.
+                    let list = e.list;
+                    let mut run = vec![entry_change(change)];
+                    while let Some((c, tail)) =
+                        rest.split_first().filter(|(c, _)| same_list_entry(c, list))
+                    {
+                        run.push(entry_change(c));
+                        rest = tail;
                     }
-                }
-                Change::Removed(e) => {
-                    if let Some(entry) = snapshot::stored_entry(e) {
-                        st.store.lists.write(e.list).remove(&entry);
+                    let mut m = lists.write(list);
+                    for (added, entry) in run.into_iter().flatten() {
+                        if added {
+                            m.insert(entry, snapshot::store_source());
+                        } else {
+                            m.remove(&entry);
+                        }
                     }
                 }
                 Change::Replaced { list, entries } => {
@@ -299,7 +327,8 @@ impl Reloader {
                 setting,
             });
         }
-        let snap = match snapshot::compile(&inputs, generation) {
+        let previous = self.handle.load_full();
+        let snap = match snapshot::compile_reusing(&inputs, generation, Some(&previous)) {
             Ok(s) => s,
             Err(source) => {
                 return Outcome::Rejected(ReloadError::Compile {
@@ -332,6 +361,20 @@ impl Reloader {
             generation,
             warnings,
         }
+    }
+}
+
+/// True for an `Added`/`Removed` change of `list`.
+fn same_list_entry(c: &Change, list: ListKind) -> bool {
+    matches!(c, Change::Added(e) | Change::Removed(e) if e.list == list)
+}
+
+/// The list entry of an `Added` (`true`) or `Removed` (`false`) change.
+fn entry_change(c: &Change) -> Option<(bool, crate::lists::Entry)> {
+    match c {
+        Change::Added(e) => snapshot::stored_entry(e).map(|x| (true, x)),
+        Change::Removed(e) => snapshot::stored_entry(e).map(|x| (false, x)),
+        _ => None,
     }
 }
 

@@ -18,8 +18,7 @@ use crate::gate::extract::{self, SourceSpec};
 use crate::gate::route::RouteTable;
 use crate::identifier::{self, ParseOptions};
 use crate::lists::{
-    DisposableDomains, Entry, ListKind, Matcher, MatcherBuilder, Source, SourceKind, parse_entries,
-    parse_entry,
+    DisposableDomains, Entry, ListKind, Matcher, MatcherBuilder, Source, SourceKind, parse_entry,
 };
 use crate::store::{RestrictionOverrides, StoredEntry};
 
@@ -60,6 +59,136 @@ impl Default for StoreLists {
             allow: RwLock::new(Matcher::empty(ListKind::Allow)),
             block: RwLock::new(Matcher::empty(ListKind::Block)),
         }
+    }
+}
+
+/// One compiled list file, kept across reloads while its content is unchanged.
+#[derive(Debug)]
+pub struct FilePart {
+    pub path: PathBuf,
+    pub hash: u64,
+    pub matcher: Matcher,
+    /// Skipped lines, reported with file and line.
+    pub warnings: Vec<String>,
+}
+
+/// The config's and list files' entries of one list: the inline entries, then one compiled
+/// matcher per file. Lookups return the most specific hit across the layers (the first layer
+/// on a tie); listings walk them in order.
+#[derive(Debug, Clone)]
+pub struct ListLayers {
+    inline: Arc<Matcher>,
+    files: Vec<Arc<FilePart>>,
+}
+
+impl ListLayers {
+    fn new(inline: Matcher, files: Vec<Arc<FilePart>>) -> ListLayers {
+        ListLayers {
+            inline: Arc::new(inline),
+            files,
+        }
+    }
+
+    fn layers(&self) -> impl Iterator<Item = &Matcher> + '_ {
+        std::iter::once(&*self.inline).chain(self.files.iter().map(|f| &f.matcher))
+    }
+
+    /// The most specific entry matching `c`.
+    pub fn lookup(&self, c: &crate::lists::Candidate) -> Option<crate::lists::Hit<'_>> {
+        let mut best: Option<crate::lists::Hit<'_>> = None;
+        for m in self.layers() {
+            if let Some(h) = m.lookup(c)
+                && best.as_ref().is_none_or(|b| h.specificity > b.specificity)
+            {
+                best = Some(h);
+            }
+        }
+        best
+    }
+
+    /// Entries across the layers (an entry present in two files counts twice).
+    pub fn len(&self) -> usize {
+        self.layers().map(Matcher::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers().all(Matcher::is_empty)
+    }
+
+    /// Every entry with its source, layer by layer.
+    pub fn iter(&self) -> impl Iterator<Item = (String, Source)> + '_ {
+        self.layers().flat_map(Matcher::iter)
+    }
+
+    /// The first entry stored under `key` (see `lists::Entry::key`).
+    pub fn get_by_key(&self, key: &str) -> Option<(String, Source)> {
+        self.layers().find_map(|m| m.get_by_key(key))
+    }
+
+    fn find_file(&self, path: &std::path::Path, hash: u64) -> Option<Arc<FilePart>> {
+        self.files
+            .iter()
+            .find(|f| f.hash == hash && f.path == path)
+            .cloned()
+    }
+}
+
+fn content_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Parses one list file, in parallel on the available cores (a 1M-entry file is mostly
+/// identifier parsing), then builds its matcher.
+fn compile_file(file: &ListFile, hash: u64, opts: &ParseOptions) -> FilePart {
+    let path: Arc<str> = Arc::from(file.path.display().to_string());
+    let tokens = crate::lists::split_entries(&file.text);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let chunk = tokens.len().div_ceil(threads).max(1);
+    type Parsed = Vec<Result<(Entry, u32), String>>;
+    let parsed: Vec<Parsed> = std::thread::scope(|scope| {
+        let handles: Vec<_> = tokens
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|t| match parse_entry(t.text, file.list, opts) {
+                            Ok(e) => Ok((e, t.line)),
+                            Err(e) => Err(format!("line {}: `{}`: {e}", t.line, t.text)),
+                        })
+                        .collect::<Parsed>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut builder = MatcherBuilder::new(file.list);
+    let mut warnings = Vec::new();
+    for r in parsed.into_iter().flatten() {
+        match r {
+            Ok((entry, line)) => builder.add(
+                entry,
+                Source {
+                    kind: SourceKind::File { path: path.clone() },
+                    line: Some(line),
+                },
+            ),
+            Err(e) => warnings.push(format!("{path}: {e} (line skipped)")),
+        }
+    }
+    FilePart {
+        path: file.path.clone(),
+        hash,
+        matcher: builder.build(),
+        warnings,
     }
 }
 
@@ -184,8 +313,8 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     pub route_table: RouteTable,
     /// Entries from the config and list files.
-    pub allow: Arc<Matcher>,
-    pub block: Arc<Matcher>,
+    pub allow: ListLayers,
+    pub block: ListLayers,
     /// Entries from the admin store (live, shared across snapshots).
     pub store: Arc<StoreLists>,
     /// The restrictions as the config file sets them.
@@ -201,6 +330,11 @@ pub struct Snapshot {
     pub max_json_depth: usize,
     pub upstream_response_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// `lists.max_entries`: the most entries per list, config + files + store (the admin
+    /// API's bulk writes check it against what the store would hold).
+    pub max_entries: usize,
+    /// `admin.magic_client_id`: the `target_client_id` the Magic API accepts (none: refused).
+    pub magic_client_id: Option<Arc<str>>,
     /// Skipped list-file lines, reported with file and line.
     pub warnings: Vec<String>,
 }
@@ -231,6 +365,14 @@ impl Policy {
 }
 
 impl Snapshot {
+    /// The config's and list files' entries of `list`.
+    pub fn config_list(&self, list: ListKind) -> &ListLayers {
+        match list {
+            ListKind::Allow => &self.allow,
+            ListKind::Block => &self.block,
+        }
+    }
+
     /// True when the allow list is enforced right now (`auto` counts every source).
     pub fn allowlist_enforced(&self) -> bool {
         match self.policy.allowlist {
@@ -262,6 +404,8 @@ impl Snapshot {
             max_json_depth: self.max_json_depth,
             upstream_response_timeout: self.upstream_response_timeout,
             body_read_timeout: self.body_read_timeout,
+            max_entries: self.max_entries,
+            magic_client_id: self.magic_client_id.clone(),
             warnings: self.warnings.clone(),
         }
     }
@@ -282,6 +426,16 @@ fn builtin_disposable() -> Arc<DisposableDomains> {
 
 /// Compiles inputs into a snapshot. Reports every problem at once.
 pub fn compile(inputs: &Inputs, generation: u64) -> Result<Snapshot, CompileError> {
+    compile_reusing(inputs, generation, None)
+}
+
+/// Like [`compile`], reusing the compiled list files of `previous` whose content did not
+/// change (a reload that touches one 1M-entry file does not re-parse the others).
+pub fn compile_reusing(
+    inputs: &Inputs,
+    generation: u64,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, CompileError> {
     let cfg = &inputs.config;
     let mut errors = Vec::new();
     let mut warnings = cfg.warnings();
@@ -320,28 +474,28 @@ pub fn compile(inputs: &Inputs, generation: u64) -> Result<Snapshot, CompileErro
             }
         }
     }
+    let mut allow_files = Vec::new();
+    let mut block_files = Vec::new();
     for file in &inputs.list_files {
-        let path: Arc<str> = Arc::from(file.path.display().to_string());
-        let (entries, bad) = parse_entries(&file.text, file.list, &identifiers);
-        for e in bad {
-            warnings.push(format!("{path}: {e} (line skipped)"));
-        }
-        let builder = match file.list {
-            ListKind::Allow => &mut allow,
-            ListKind::Block => &mut block,
+        let hash = content_hash(&file.text);
+        let reused =
+            previous.and_then(|prev| prev.config_list(file.list).find_file(&file.path, hash));
+        let part = match reused {
+            Some(part) => part,
+            None => Arc::new(compile_file(file, hash, &identifiers)),
         };
-        for (entry, line) in entries {
-            builder.add(
-                entry,
-                Source {
-                    kind: SourceKind::File { path: path.clone() },
-                    line: Some(line),
-                },
-            );
+        for w in &part.warnings {
+            warnings.push(w.clone());
+        }
+        match file.list {
+            ListKind::Allow => allow_files.push(part),
+            ListKind::Block => block_files.push(part),
         }
     }
-    for (list, builder) in [(ListKind::Allow, &allow), (ListKind::Block, &block)] {
-        let total = builder.len() + inputs.store.lists.read(list).len();
+    let allow = ListLayers::new(allow.build(), allow_files);
+    let block = ListLayers::new(block.build(), block_files);
+    for (list, layers) in [(ListKind::Allow, &allow), (ListKind::Block, &block)] {
+        let total = layers.len() + inputs.store.lists.read(list).len();
         if total > cfg.lists.max_entries {
             errors.push(format!(
                 "lists.max_entries: the {list} list has {total} entries (config, files and admin API), more than the limit of {}; raise lists.max_entries",
@@ -427,8 +581,8 @@ pub fn compile(inputs: &Inputs, generation: u64) -> Result<Snapshot, CompileErro
         built_at: SystemTime::now(),
         route_table: RouteTable::new(routes.iter().map(|r| r.path.as_str())),
         routes,
-        allow: Arc::new(allow.build()),
-        block: Arc::new(block.build()),
+        allow,
+        block,
         store: inputs.store.lists.clone(),
         config_policy,
         store_restrictions: inputs.store.restrictions,
@@ -440,6 +594,8 @@ pub fn compile(inputs: &Inputs, generation: u64) -> Result<Snapshot, CompileErro
         max_json_depth: cfg.limits.max_json_depth,
         upstream_response_timeout: cfg.timeouts.upstream_response,
         body_read_timeout: cfg.timeouts.header_read,
+        max_entries: cfg.lists.max_entries,
+        magic_client_id: cfg.admin.magic_client_id.as_deref().map(Arc::from),
         warnings,
     })
 }
@@ -466,6 +622,80 @@ pub(crate) mod tests {
 
     pub(crate) fn minimal() -> Snapshot {
         from_yaml("")
+    }
+
+    #[test]
+    fn unchanged_list_files_are_reused_and_changed_ones_rebuilt() {
+        let text = "listen: [{ addr: 127.0.0.1:0 }]\nupstream: http://127.0.0.1:1\n";
+        let config = crate::config::from_str(text, std::path::Path::new("t.yaml")).unwrap();
+        let file = |path: &str, list, text: &str| ListFile {
+            path: path.into(),
+            list,
+            text: text.into(),
+        };
+        let mut inputs = Inputs {
+            config_path: "t.yaml".into(),
+            config,
+            list_files: vec![
+                file("a.txt", ListKind::Allow, "a@x.com\nbad@@x\n"),
+                file("b.txt", ListKind::Block, "b@x.com\n"),
+            ],
+            store: StoreView::default(),
+        };
+        let first = compile(&inputs, 1).unwrap();
+        let skipped = |s: &Snapshot| {
+            s.warnings
+                .iter()
+                .filter(|w| w.contains("line skipped"))
+                .count()
+        };
+        assert_eq!(skipped(&first), 1, "{:?}", first.warnings);
+        inputs.list_files[1].text = "b@x.com\nc@x.com\n".into();
+        let second = compile_reusing(&inputs, 2, Some(&first)).unwrap();
+        assert!(
+            Arc::ptr_eq(&first.allow.files[0], &second.allow.files[0]),
+            "unchanged file re-parsed"
+        );
+        assert!(!Arc::ptr_eq(&first.block.files[0], &second.block.files[0]));
+        assert_eq!(second.block.len(), 2);
+        assert_eq!(skipped(&second), 1, "the reused file's warnings are kept");
+        let c = crate::lists::Candidate::new(
+            &crate::identifier::parse("c@x.com", None, &ParseOptions::default()).unwrap(),
+        );
+        assert!(second.block.lookup(&c).is_some());
+        assert!(first.block.lookup(&c).is_none());
+    }
+
+    #[test]
+    fn large_files_parse_in_parallel_with_their_lines() {
+        let text: String = (0..10_000)
+            .map(|i| {
+                if i == 7777 {
+                    "oops@@x\n".to_owned()
+                } else {
+                    format!("u{i}@x{}.com\n", i % 10)
+                }
+            })
+            .collect();
+        let part = compile_file(
+            &ListFile {
+                path: "big.txt".into(),
+                list: ListKind::Block,
+                text,
+            },
+            0,
+            &ParseOptions::default(),
+        );
+        assert_eq!(part.matcher.len(), 9_999);
+        assert_eq!(part.warnings.len(), 1);
+        assert!(
+            part.warnings[0].contains("line 7778"),
+            "{:?}",
+            part.warnings
+        );
+        let (entry, source) = part.matcher.get_by_key("x:u9999@x9.com").unwrap();
+        assert_eq!(entry, "u9999@x9.com");
+        assert_eq!(source.line, Some(10_000));
     }
 
     #[test]

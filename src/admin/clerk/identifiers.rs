@@ -17,7 +17,7 @@ use super::{derived_id, id_prefix, object_name, store_error, unix_ms};
 use crate::admin::AdminState;
 use crate::admin::error::{ClerkError, ClerkErrors};
 use crate::identifier::{Identifier, ParseOptions};
-use crate::lists::{Entry, EntryError, ListKind, Matcher, Source, SourceKind, parse_entry};
+use crate::lists::{Entry, EntryError, ListKind, Source, SourceKind, parse_entry};
 use crate::snapshot::Snapshot;
 use crate::store::{IdentifierType, NewEntry, StoreError, StoredEntry};
 
@@ -185,11 +185,8 @@ pub async fn create(
 }
 
 /// The config/list-file matcher of `list` in `snap`.
-fn config_matcher(snap: &Snapshot, list: ListKind) -> &Matcher {
-    match list {
-        ListKind::Allow => &snap.allow,
-        ListKind::Block => &snap.block,
-    }
+fn config_matcher(snap: &Snapshot, list: ListKind) -> &crate::snapshot::ListLayers {
+    snap.config_list(list)
 }
 
 /// The stable id of a config/list-file entry.

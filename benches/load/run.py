@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""idgate next to nginx in one run, on one machine, against the same upstream.
+
+Installs nginx and wrk from Debian when missing, builds idgate (release), starts one upstream
+(an nginx serving fixed bodies), nginx as a reverse proxy with upstream keepalive, and idgate
+with 1,000,000 entries in each list; then runs wrk against each, alternating the order over
+several rounds: ungated GET (small and 4 KiB), ungated POST with a 120-byte JSON body, and a
+gated sign-up POST (through idgate) next to the same POST through nginx. Prints one table:
+req/s, p50, p99, CPU seconds and peak RSS of the proxy, and the ratios idgate / nginx.
+
+  benches/load/run.py [--rounds 3] [--duration 5] [--entries 1000000] [--reload]
+
+--reload adds the reload mode: while wrk sends gated sign-ups, the 1M-entry allow-list file
+is replaced (atomic rename) and the time until the new list is enforced is measured, with the
+socket errors and non-2xx answers wrk saw during the reload.
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def ensure_tools():
+    missing = [p for p, b in (("nginx", "nginx"), ("wrk", "wrk")) if not shutil.which(b) and not os.path.exists("/usr/sbin/" + b)]
+    if missing:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        sh(*sudo, "apt-get", "update", "-qq")
+        sh(*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing,
+           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def nginx_bin():
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx(work, name, body):
+    conf = os.path.join(work, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes auto;
+pid {work}/{name}.pid;
+error_log {work}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/{name}-body;
+  proxy_temp_path {work}/{name}-proxy;
+  fastcgi_temp_path {work}/{name}-fcgi;
+  uwsgi_temp_path {work}/{name}-uwsgi;
+  scgi_temp_path {work}/{name}-scgi;
+  keepalive_requests 1000000;
+  {body}
+}}
+""")
+    p = subprocess.Popen([nginx_bin(), "-c", conf, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    return p
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pids):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / tick
+
+
+def rss_mb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+WRK_POST = """
+wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def to_ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    if not m:
+        return float("nan")
+    n, unit = float(m.group(1)), m.group(2)
+    return n / 1000 if unit == "us" else n * 1000 if unit == "s" else n
+
+
+def wrk(url, duration, script=None, threads=2, conns=64):
+    args = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency"]
+    if script:
+        args += ["-s", script]
+    out = subprocess.run(args + [url], capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = int((re.search(r"Non-2xx or 3xx responses: (\d+)", out) or [0, 0])[1])
+    return {"rps": rps, "p50": to_ms(lat.get("50", "nan")), "p99": to_ms(lat.get("99", "nan")),
+            "errors": errors, "non2xx": non2xx, "raw": out}
+
+
+def write_lists(work, n, tag=""):
+    allow = os.path.join(work, "allow.txt")
+    block = os.path.join(work, "block.txt")
+    with open(allow + ".tmp", "w") as f:
+        f.writelines(f"user{i}@allowed{i % 5000}{tag}.com\n" for i in range(n))
+    os.replace(allow + ".tmp", allow)
+    if not os.path.exists(block):
+        with open(block, "w") as f:
+            f.writelines(f"user{i}@blocked{i % 5000}.com\n" for i in range(n))
+    return allow, block
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--reload", action="store_true")
+    args = ap.parse_args()
+
+    ensure_tools()
+    sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
+    idgate = os.path.join(ROOT, "target", "release", "idgate")
+    work = tempfile.mkdtemp(prefix="idgate-load-")
+    procs = []
+    try:
+        up, ng, ig, admin = free_port(), free_port(), free_port(), free_port()
+        with open(os.path.join(work, "4k.txt"), "w") as f:
+            f.write("x" * 4096)
+        procs.append(start_nginx(work, "upstream", f"""
+  server {{
+    listen 127.0.0.1:{up} backlog=4096;
+    location = /small {{ return 200 "ok\\n"; }}
+    location = /4k {{ root {work}; try_files /4k.txt =404; }}
+    location / {{ return 200 "ok\\n"; }}
+  }}"""))
+        procs.append(start_nginx(work, "proxy", f"""
+  upstream app {{ server 127.0.0.1:{up}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{ng} backlog=4096;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}"""))
+        t = time.time()
+        write_lists(work, args.entries)
+        gen = time.time() - t
+        cfg = os.path.join(work, "idgate.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"""listen: [{{ addr: "127.0.0.1:{ig}" }}]
+upstream: http://127.0.0.1:{up}
+admin: {{ listen: "127.0.0.1:{admin}" }}
+store: {{ sqlite: {work}/data/idgate.db }}
+lists:
+  max_entries: {max(args.entries, 20000)}
+  files: {{ allow: [allow.txt], block: [block.txt] }}
+routes:
+  - {{ name: sign-up, path: /api/sign-up, kind: sign_up, identifier: [{{ json: /email }}] }}
+reload: {{ debounce: 100ms, interval: 0s }}
+""")
+        t = time.time()
+        gate = subprocess.Popen([idgate, "run", "-c", cfg], stderr=open(os.path.join(work, "idgate.log"), "w"),
+                                env=dict(os.environ, IDGATE_LOG="warn"))
+        procs.append(gate)
+        for p in (up, ng, ig):
+            wait_port(p)
+        startup = time.time() - t
+        print(f"lists: {args.entries} entries each (generated in {gen:.1f} s); idgate start-up with them: {startup:.2f} s")
+        print(f"idgate RSS after start-up: {rss_mb([gate.pid]):.0f} MB")
+
+        email = "user77@allowed77.com"
+        body = '{"email":"%s","password":"correct horse battery staple 0123456789ab"}' % email
+        body = body + " " * max(0, 120 - len(body))
+        post = os.path.join(work, "post.lua")
+        with open(post, "w") as f:
+            f.write(WRK_POST.format(body=body))
+        nginx_workers = lambda: children(procs[1].pid) or [procs[1].pid]
+        scenarios = [
+            ("GET small (ungated)", "/small", None, "/small"),
+            ("GET 4 KiB (ungated)", "/4k", None, "/4k"),
+            ("POST 120 B JSON (ungated)", "/other", post, "/other"),
+            ("POST sign-up (gated vs plain)", "/api/sign-up", post, "/api/sign-up"),
+        ]
+        results = {}
+        for r in range(args.rounds):
+            for name, ipath, script, npath in scenarios:
+                order = [("idgate", ig, ipath, lambda: [gate.pid]), ("nginx", ng, npath, nginx_workers)]
+                if r % 2:
+                    order.reverse()
+                for who, port, path, pids in order:
+                    c0 = cpu_seconds(pids())
+                    res = wrk(f"http://127.0.0.1:{port}{path}", args.duration, script)
+                    res["cpu"] = cpu_seconds(pids()) - c0
+                    results.setdefault((name, who), []).append(res)
+        print()
+        print(f"{'scenario':32} {'proxy':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} {'RSS MB':>7} {'errors':>6} {'non2xx':>6}")
+        for name, *_ in scenarios:
+            row = {}
+            for who, pids in (("idgate", lambda: [gate.pid]), ("nginx", nginx_workers)):
+                rs = results[(name, who)]
+                med = lambda k: sorted(x[k] for x in rs)[len(rs) // 2]
+                row[who] = {k: med(k) for k in ("rps", "p50", "p99", "cpu")}
+                row[who]["rss"] = rss_mb(pids())
+                row[who]["errors"] = sum(x["errors"] for x in rs)
+                row[who]["non2xx"] = sum(x["non2xx"] for x in rs)
+                v = row[who]
+                print(f"{name:32} {who:7} {v['rps']:9.0f} {v['p50']:8.2f} {v['p99']:8.2f} {v['cpu']:7.1f} {v['rss']:7.0f} {v['errors']:6} {v['non2xx']:6}")
+            a, b = row["idgate"], row["nginx"]
+            print(f"{'':32} {'ratio':7} {a['rps'] / b['rps']:9.2f} {a['p50'] / b['p50']:8.2f} {a['p99'] / b['p99']:8.2f}")
+        print(f"\n(median of {args.rounds} rounds of {args.duration} s, wrk -t2 -c64, order alternating; "
+              f"the gated row compares idgate's checked sign-up with nginx's plain POST proxying; "
+              f"{os.cpu_count()} cores shared by wrk, both proxies and the upstream)")
+
+        if args.reload:
+            print("\nreload mode: replacing the allow-list file while wrk sends gated sign-ups")
+            new_email = "user78@allowed78new.com"
+            steady = wrk(f"http://127.0.0.1:{ig}/api/sign-up", args.duration, post)
+            wrk_proc = subprocess.Popen(["wrk", "-t", "2", "-c", "64", "-d", f"{args.duration * 3}s", "--latency", "-s", post,
+                                         f"http://127.0.0.1:{ig}/api/sign-up"], stdout=subprocess.PIPE, text=True)
+            time.sleep(args.duration)
+            # The new file keeps the benchmarked address and adds new ones.
+            t = time.time()
+            tmp = os.path.join(work, "allow.txt.new")
+            with open(tmp, "w") as f:
+                f.write(f"{email}\n")
+                f.writelines(f"user{i}@allowed{i % 5000}new.com\n" for i in range(args.entries - 1))
+            t = time.time()
+            os.replace(tmp, os.path.join(work, "allow.txt"))
+            applied = None
+            while time.time() - t < 30:
+                req = urllib.request.Request(f"http://127.0.0.1:{ig}/api/sign-up", data=('{"email":"%s"}' % new_email).encode(),
+                                             headers={"Content-Type": "application/json"})
+                try:
+                    urllib.request.urlopen(req, timeout=5)
+                    applied = time.time() - t
+                    break
+                except urllib.error.HTTPError:
+                    time.sleep(0.01)
+            out = wrk_proc.communicate()[0]
+            lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+            errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+            non2xx = int((re.search(r"Non-2xx or 3xx responses: (\d+)", out) or [0, 0])[1])
+            print(f"  new 1M-entry list enforced {applied:.2f} s after the rename (includes the {0.1:.1f} s debounce)" if applied
+                  else "  new list NOT enforced within 30 s")
+            print(f"  during the run: socket errors {errors}, non-2xx {non2xx}, p99 {to_ms(lat.get('99', 'nan')):.2f} ms "
+                  f"(steady state p99 {steady['p99']:.2f} ms)")
+            print(f"  idgate peak RSS: {rss_mb([gate.pid]):.0f} MB")
+    finally:
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=10)
+            except Exception:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
