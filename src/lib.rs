@@ -2,12 +2,13 @@
 //!
 //! The crate is one library with a thin binary (`src/main.rs`). See `docs/ARCHITECTURE.md`
 //! for the code map and the invariants between modules. The data path (`proxy`, `gate`,
-//! `lists`, `identifier`) never imports `admin` or `reload`.
+//! `lists`, `identifier`, `tls`) never imports `admin` or `reload`.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod gate;
 pub mod identifier;
@@ -16,3 +17,4 @@ pub mod proxy;
 pub mod reload;
 pub mod snapshot;
 pub mod store;
+pub mod tls;

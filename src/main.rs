@@ -2,8 +2,9 @@
 //! library; `anyhow` is used only here, at the edge.
 //!
 //! Exit codes: 0 success (for `check`: allowed on every route checked); 1 `check`: denied on at
-//! least one route, or `check-config`: invalid; 2 usage error; 3 could not load the config or
-//! parse the identifier (`check`), or a runtime failure (`run`, `demo`).
+//! least one route, or `check-config`: invalid, or `lists import`: some lines were rejected;
+//! 2 usage error; 3 could not load the config or parse the identifier (`check`), a runtime
+//! failure (`run`, `demo`), or a `lists` call that failed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,11 @@ enum Command {
         #[arg(short, long, default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Bulk list tools against a running gate's admin API: import, export, clear.
+    Lists {
+        #[command(subcommand)]
+        command: idgate::cli::ListsCommand,
+    },
     /// Show the decision for an identifier and the entry that caused it.
     Check {
         /// An email address, phone number or wallet.
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime_exit(run(&config)),
         Command::Demo { listen, admin } => runtime_exit(run_demo(listen, admin)),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Lists { command } => lists(command),
         Command::Check {
             identifier,
             route,
@@ -141,10 +148,28 @@ fn run_demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     })
 }
 
+/// `idgate lists …`: 0 done, 1 an import skipped malformed lines (listed), 3 failed.
+fn lists(command: idgate::cli::ListsCommand) -> ExitCode {
+    let result = runtime().and_then(|rt| Ok(rt.block_on(idgate::cli::run(command))?));
+    match result {
+        Ok(idgate::cli::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(idgate::cli::Outcome::Rejected) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("idgate: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 fn check_config(config: &Path) -> ExitCode {
     // The store is not opened: check-config validates files only.
     match idgate::reload::load(config, StoreView::default(), 1) {
-        Ok((_, snap, _)) => {
+        Ok((inputs, snap, _)) => {
+            // Certificates, keys and CA files are read and checked too.
+            if let Err(e) = idgate::app::TlsSetup::load(&inputs.config) {
+                eprintln!("{}: {e}", config.display());
+                return ExitCode::from(1);
+            }
             for w in &snap.warnings {
                 eprintln!("warning: {w}");
             }

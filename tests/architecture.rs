@@ -91,6 +91,11 @@ fn data_path_never_imports_the_control_plane() {
             &["admin", "store", "reload", "proxy", "tokio", "hyper"],
         ),
         ("reload", &["proxy", "admin"]),
+        // TLS is on the data path: rustls configs and certificate reloads, no control plane.
+        (
+            "tls",
+            &["admin", "store", "reload", "axum", "proxy", "gate"],
+        ),
         ("admin", &["proxy"]),
     ];
     let mut hits = Vec::new();

@@ -49,8 +49,8 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// Compares `presented` with every non-empty key, accumulating the result without branching
-/// on it.
-fn key_matches(presented: &[u8], keys: &[String]) -> bool {
+/// on it. Shared by the Clerk Bearer check and the Magic API's `X-Magic-Secret-Key`.
+pub(crate) fn key_matches(presented: &[u8], keys: &[String]) -> bool {
     let mut any = Choice::from(0u8);
     for key in keys {
         let k = key.as_bytes();

@@ -13,8 +13,9 @@
 //! | GET, PATCH | `/v1/instance` | Bearer | Clerk: instance (PATCH: 204, nothing stored) |
 //! | PATCH  | `/v1/instance/restrictions` | Bearer | Clerk: restrictions |
 //! | PATCH  | `/v1/beta_features/instance_settings` | Bearer | Clerk: `restricted_to_allowlist` |
+//! | GET, PUT, PATCH, DELETE | `/v1/api/magic_client/access_control` | `X-Magic-Secret-Key` | Magic access control ([`magic`]) |
 //!
-//! Everything under `/v1` passes [`auth`] (also unknown paths, which answer 404
+//! Everything else under `/v1` passes [`auth`] (also unknown paths, which answer 404
 //! `resource_not_found` only once authenticated), a body limit of [`BODY_LIMIT`] (413 in
 //! Clerk's envelope), and answers errors in Clerk's envelope ([`error`]). Every request is
 //! traced in a span with method, path and status; headers (and so keys) are never logged.
@@ -23,6 +24,7 @@
 pub mod auth;
 pub mod clerk;
 pub mod error;
+pub mod magic;
 #[cfg(test)]
 pub(crate) mod testkit;
 
@@ -75,6 +77,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(magic::routes())
         .nest("/v1", v1)
         .layer(middleware::from_fn(trace))
         .with_state(state)

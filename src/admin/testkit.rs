@@ -16,6 +16,9 @@ use super::{AdminState, router};
 /// The key every kit accepts.
 pub(crate) const KEY: &str = "sk_test_kit";
 
+/// The kit's `admin.magic_client_id`.
+pub(crate) const MAGIC_CLIENT: &str = "kit-client";
+
 /// A running admin router over a temp dir.
 pub(crate) struct Kit {
     pub _dir: tempfile::TempDir,
@@ -66,7 +69,7 @@ pub(crate) fn kit(extra: &str, allow_file: &str, block_file: &str) -> Kit {
     };
     let db = dir.path().join("data/idgate.db");
     let text = format!(
-        "listen: [{{ addr: 127.0.0.1:0 }}]\nupstream: http://127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:0, secret_keys: [\"{KEY}\", \"sk_test_other\"] }}\nstore: {{ sqlite: \"{}\" }}\nroutes:\n  - {{ name: up, path: /up, kind: sign_up, identifier: [{{ json: /email }}] }}\n{files}{extra}",
+        "listen: [{{ addr: 127.0.0.1:0 }}]\nupstream: http://127.0.0.1:1\nadmin: {{ listen: 127.0.0.1:0, secret_keys: [\"{KEY}\", \"sk_test_other\"], magic_client_id: \"{MAGIC_CLIENT}\" }}\nstore: {{ sqlite: \"{}\" }}\nroutes:\n  - {{ name: up, path: /up, kind: sign_up, identifier: [{{ json: /email }}] }}\n{files}{extra}",
         db.display()
     );
     let path: PathBuf = dir.path().join("idgate.yaml");

@@ -4,6 +4,11 @@
 //! Shutdown (SIGTERM or SIGINT, or [`Gate::shutdown`]): `/readyz` turns 503 first, then the
 //! proxy listeners close and in-flight requests drain for at most `timeouts.shutdown_grace`,
 //! then the admin listener and the reloader stop.
+//!
+//! TLS: [`TlsSetup::load`] reads every certificate the config names before anything binds
+//! (a missing or broken pair stops the start); the certificate watcher (`tls::watch`) runs
+//! beside the reloader. The admin listener over TLS is served here (HTTP/1.1, the axum router
+//! as a hyper service), since `tls` may not import axum.
 
 pub mod demo;
 
@@ -23,6 +28,7 @@ use crate::proxy::{self, Proxy, ProxySettings};
 use crate::reload::{self, ReloadError, Reloader};
 use crate::snapshot::{SnapshotHandle, StoreLists, StoreView};
 use crate::store::{Store, StoreError};
+use crate::tls::{self, CertStore, TlsError, UpstreamConnector};
 
 /// Why the gate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,8 @@ pub enum AppError {
     Load(#[from] ReloadError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("start-up task failed: {0}")]
     Task(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -51,6 +59,52 @@ pub struct Gate {
     rest: JoinSet<()>,
     reloader: Arc<Reloader>,
     snapshots: SnapshotHandle,
+    certificates: Vec<Arc<CertStore>>,
+}
+
+/// Every TLS setting of a config, loaded: per proxy listener (in `listen` order) and for the
+/// admin listener a certificate store and its rustls config, and the upstream connector.
+pub struct TlsSetup {
+    pub listeners: Vec<Option<(Arc<CertStore>, Arc<rustls::ServerConfig>)>>,
+    pub admin: Option<(Arc<CertStore>, Arc<rustls::ServerConfig>)>,
+    pub upstream: UpstreamConnector,
+}
+
+impl TlsSetup {
+    /// Reads and checks every certificate, key and CA file the config names. Blocking.
+    pub fn load(cfg: &crate::config::Config) -> Result<TlsSetup, TlsError> {
+        let server = |t: &crate::config::ServerTls, h2: bool| {
+            let store = CertStore::load(&t.certificates)?;
+            let config = tls::server_config(store.clone(), h2)?;
+            Ok::<_, TlsError>((store, config))
+        };
+        let mut listeners = Vec::with_capacity(cfg.listen.len());
+        for l in &cfg.listen {
+            listeners.push(l.tls.as_ref().map(|t| server(t, true)).transpose()?);
+        }
+        let admin = cfg
+            .admin
+            .tls
+            .as_ref()
+            .map(|t| server(t, false))
+            .transpose()?;
+        let upstream = UpstreamConnector::new(cfg.upstream_tls.as_ref())?;
+        Ok(TlsSetup {
+            listeners,
+            admin,
+            upstream,
+        })
+    }
+
+    /// Every certificate store (proxy listeners in order, then the admin listener).
+    pub fn stores(&self) -> Vec<Arc<CertStore>> {
+        self.listeners
+            .iter()
+            .chain(std::iter::once(&self.admin))
+            .flatten()
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -123,7 +177,13 @@ impl Gate {
             upstream_connect_timeout: cfg.timeouts.upstream_connect,
             pool_idle_timeout: Duration::from_secs(90),
             shutdown_grace: cfg.timeouts.shutdown_grace,
+            tls_handshake_timeout: cfg.timeouts.tls_handshake,
         };
+        let tls_cfg = cfg.clone();
+        let tls_setup = tokio::task::spawn_blocking(move || TlsSetup::load(&tls_cfg))
+            .await
+            .map_err(|e| AppError::Task(e.to_string()))??;
+        let certificates = tls_setup.stores();
 
         let mut listeners = Vec::new();
         for l in &cfg.listen {
@@ -145,10 +205,16 @@ impl Gate {
         let (stop_proxy, stop_proxy_rx) = watch::channel(false);
         let (stop_rest, stop_rest_rx) = watch::channel(false);
 
-        let proxy = Arc::new(Proxy::new(snapshots.clone(), settings));
+        let proxy = Arc::new(Proxy::new(snapshots.clone(), settings, &tls_setup.upstream));
         let mut proxies = JoinSet::new();
-        for l in listeners {
-            proxies.spawn(proxy::serve(l, proxy.clone(), stop_proxy_rx.clone()));
+        for (l, t) in listeners.into_iter().zip(tls_setup.listeners.iter()) {
+            let server = t.as_ref().map(|(_, c)| c.clone());
+            proxies.spawn(proxy::serve(
+                l,
+                proxy.clone(),
+                server,
+                stop_proxy_rx.clone(),
+            ));
         }
         let mut rest = JoinSet::new();
         let admin_router = admin::router(AdminState {
@@ -158,9 +224,24 @@ impl Gate {
             reloader: reloader.clone(),
             secret_keys: Arc::new(cfg.admin.secret_keys.clone()),
         });
-        rest.spawn(admin::serve(
-            admin_listener,
-            admin_router,
+        match &tls_setup.admin {
+            Some((_, server)) => rest.spawn(serve_admin_tls(
+                admin_listener,
+                admin_router,
+                server.clone(),
+                cfg.timeouts.tls_handshake,
+                stop_rest_rx.clone(),
+            )),
+            None => rest.spawn(admin::serve(
+                admin_listener,
+                admin_router,
+                stop_rest_rx.clone(),
+            )),
+        };
+        rest.spawn(tls::watch::run(
+            certificates.clone(),
+            cfg.reload.debounce,
+            cfg.reload.interval.unwrap_or(Duration::ZERO),
             stop_rest_rx.clone(),
         ));
         rest.spawn(reload::run(reloader.clone(), stop_rest_rx));
@@ -175,7 +256,14 @@ impl Gate {
             rest,
             reloader,
             snapshots,
+            certificates,
         })
+    }
+
+    /// The certificate stores of the TLS listeners (proxy listeners in `listen` order, then
+    /// the admin listener), for their reload status.
+    pub fn certificates(&self) -> &[Arc<CertStore>] {
+        &self.certificates
     }
 
     /// The bound proxy addresses, in `listen` order.
@@ -214,6 +302,72 @@ impl Gate {
         tracing::info!("shutdown signal received; draining");
         self.shutdown().await;
     }
+}
+
+/// The admin API over TLS (HTTP/1.1): the axum router as a hyper service behind a rustls
+/// acceptor. Stops accepting when `stop` turns true; open connections finish their request.
+async fn serve_admin_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    server: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::server::graceful::GracefulShutdown;
+
+    let acceptor = tokio_rustls::TlsAcceptor::from(server);
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, builder, router) = (acceptor.clone(), builder.clone(), router.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "admin TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "admin TLS handshake timed out");
+                        return;
+                    }
+                };
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let mut router = router.clone();
+                    async move { tower::Service::call(&mut router, req).await }
+                });
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, %peer, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
 async fn wait_for_signal() {

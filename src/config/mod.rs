@@ -9,8 +9,9 @@
 //! checked by `lists`, not here; list file paths are resolved against the config file's
 //! directory but not opened.
 //!
-//! Not yet supported and reported as validation errors: TLS listeners and `https://`
-//! upstreams. `jwt`/`userinfo` identifier sources are unknown fields for now.
+//! TLS settings (`listen[].tls`, `admin.tls`, `upstream_tls`) are validated here as paths and
+//! names only; `tls` reads and checks the PEM files. `jwt`/`userinfo` identifier sources are
+//! unknown fields for now.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,8 +32,10 @@ mod validate;
 pub struct Config {
     /// Proxy listeners; at least one, addresses unique.
     pub listen: Vec<Listener>,
-    /// The upstream app: `http://host[:port]` with an empty or `/` path.
+    /// The upstream app: `http://host[:port]` or `https://host[:port]` with an empty or `/` path.
     pub upstream: http::Uri,
+    /// Trust and client-certificate settings for an `https://` upstream.
+    pub upstream_tls: Option<UpstreamTls>,
     pub admin: Admin,
     pub lists: Lists,
     pub precedence: Precedence,
@@ -51,10 +54,30 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub addr: SocketAddr,
-    /// Parsed, but rejected by validation in this version.
-    pub tls: Option<TlsFiles>,
+    /// Terminate TLS on this listener (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls: Option<ServerTls>,
 }
 
+/// Certificates of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// At least one. The first is served to clients without SNI or whose SNI matches no
+    /// certificate; the others are chosen when the SNI matches one of their DNS names.
+    pub certificates: Vec<TlsFiles>,
+}
+
+/// Settings for talking TLS to the upstream. Without them, an `https://` upstream is verified
+/// against the webpki (Mozilla) roots and the upstream's host name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM file of CA certificates trusted in addition to the webpki roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key presented to the upstream (mutual TLS).
+    pub client_cert: Option<TlsFiles>,
+    /// The name sent as SNI and verified in the upstream's certificate, instead of the host
+    /// of `upstream`.
+    pub server_name: Option<String>,
+}
 /// PEM files for a TLS listener, resolved against the config file's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -71,6 +94,8 @@ pub struct Admin {
     pub secret_keys: Vec<String>,
     /// The `target_client_id` the Magic API accepts.
     pub magic_client_id: Option<String>,
+    /// Serve the admin API over TLS (HTTP/1.1).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for Admin {
@@ -79,6 +104,7 @@ impl Default for Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             secret_keys: Vec::new(),
             magic_client_id: None,
+            tls: None,
         }
     }
 }
@@ -90,6 +116,7 @@ impl fmt::Debug for Admin {
             .field("listen", &self.listen)
             .field("secret_keys", &format_args!("[redacted; {n} keys]"))
             .field("magic_client_id", &self.magic_client_id)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -306,6 +333,8 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
     pub shutdown_grace: Duration,
+    /// Time allowed for a TLS handshake on a TLS listener; default 10s.
+    pub tls_handshake: Duration,
 }
 
 impl Default for Timeouts {
@@ -315,6 +344,7 @@ impl Default for Timeouts {
             upstream_connect: Duration::from_secs(5),
             upstream_response: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
         }
     }
 }

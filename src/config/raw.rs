@@ -18,6 +18,7 @@ pub(super) type S<T> = Spanned<T>;
 pub(super) struct RawConfig {
     pub listen: S<Vec<S<RawListener>>>,
     pub upstream: S<String>,
+    pub upstream_tls: Option<S<RawUpstreamTls>>,
     pub admin: Option<RawAdmin>,
     pub lists: Option<RawLists>,
     pub precedence: Option<Precedence>,
@@ -43,6 +44,24 @@ pub(super) struct RawListener {
 pub(super) struct RawTls {
     pub cert: S<String>,
     pub key: S<String>,
+    /// More certificates, each served to clients whose SNI names one of its DNS names.
+    pub sni: Option<Vec<S<RawCertPair>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertPair {
+    pub cert: S<String>,
+    pub key: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamTls {
+    pub ca: Option<S<String>>,
+    pub client_cert: Option<S<String>>,
+    pub client_key: Option<S<String>>,
+    pub server_name: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +70,7 @@ pub(super) struct RawAdmin {
     pub listen: Option<S<String>>,
     pub secret_keys: Option<Vec<S<String>>>,
     pub magic_client_id: Option<S<String>>,
+    pub tls: Option<S<RawTls>>,
 }
 
 impl std::fmt::Debug for RawAdmin {
@@ -60,6 +80,7 @@ impl std::fmt::Debug for RawAdmin {
             .field("listen", &self.listen)
             .field("secret_keys", &format_args!("[redacted; {n} keys]"))
             .field("magic_client_id", &self.magic_client_id)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -142,6 +163,7 @@ pub(super) struct RawTimeouts {
     pub upstream_connect: Option<S<String>>,
     pub upstream_response: Option<S<String>>,
     pub shutdown_grace: Option<S<String>>,
+    pub tls_handshake: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -512,9 +512,9 @@ fn invalid_table() {
 fn listener_and_upstream_errors() {
     let cases: &[(&str, &str, &str, usize)] = &[
         (
-            "listen:\n  - addr: 127.0.0.1:8080\n    tls: { cert: a.pem, key: a.key }\nupstream: http://h\n",
-            "listen[0].tls",
-            "not available in this version yet",
+            "listen:\n  - addr: 127.0.0.1:8080\n    tls: { cert: '', key: a.key }\nupstream: http://h\n",
+            "listen[0].tls.cert",
+            "must be a file path",
             3,
         ),
         (
@@ -530,10 +530,22 @@ fn listener_and_upstream_errors() {
             2,
         ),
         (
-            "listen:\n  - addr: 127.0.0.1:1\nupstream: https://h\n",
-            "upstream",
-            "https:// upstreams are not available",
-            3,
+            "listen:\n  - addr: 127.0.0.1:1\nupstream: http://h\nupstream_tls: { ca: ca.pem }\n",
+            "upstream_tls",
+            "not an https:// URL",
+            4,
+        ),
+        (
+            "listen:\n  - addr: 127.0.0.1:1\nupstream: https://h\nupstream_tls: { client_cert: c.pem }\n",
+            "upstream_tls.client_cert",
+            "needs upstream_tls.client_key",
+            4,
+        ),
+        (
+            "listen:\n  - addr: 127.0.0.1:1\nupstream: https://h\nupstream_tls:\n  server_name: 'a b'\n",
+            "upstream_tls.server_name",
+            "not a DNS name",
+            5,
         ),
         (
             "listen:\n  - addr: 127.0.0.1:1\nupstream: 127.0.0.1:3000\n",

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use super::raw::{RawConfig, RawSource, S};
+use super::raw::{RawConfig, RawSource, RawTls, RawUpstreamTls, S};
 use super::units::{self, RawSize};
 use super::{
     Admin, Config, Deny, FieldError, IdentifierSource, Identifiers, Limits, ListFiles, Listener,
-    Lists, Location, Reload, Restrictions, Route, Store, Timeouts, TlsFiles,
+    Lists, Location, Reload, Restrictions, Route, ServerTls, Store, Timeouts, TlsFiles,
+    UpstreamTls,
 };
 
 /// Largest accepted `limits.max_json_depth` (serde_json's own recursion limit).
@@ -48,7 +49,11 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
 
     let listen = listeners(&raw, base, &mut e);
     let upstream = upstream(&raw.upstream, &mut e);
-    let admin = admin(&raw, &listen, &mut e);
+    let upstream_tls = raw
+        .upstream_tls
+        .as_ref()
+        .and_then(|t| upstream_tls(t, upstream.as_ref(), base, &mut e));
+    let admin = admin(&raw, &listen, base, &mut e);
     let lists = lists(&raw, base, &mut e);
     let identifiers = identifiers(&raw, &mut e);
     let routes = routes(&raw, &mut e);
@@ -82,6 +87,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
         Some(upstream) if e.0.is_empty() => Ok(Config {
             listen: listen.into_iter().map(|(l, _)| l).collect(),
             upstream,
+            upstream_tls,
             admin,
             lists,
             precedence: raw.precedence.unwrap_or_default(),
@@ -106,17 +112,11 @@ fn listeners(raw: &RawConfig, base: &Path, e: &mut Errors) -> Vec<(Listener, usi
     let mut out: Vec<(Listener, usize)> = Vec::new();
     for (i, l) in raw.listen.value.iter().enumerate() {
         let path = format!("listen[{i}].addr");
-        let tls = l.value.tls.as_ref().map(|t| {
-            e.at(
-                format!("listen[{i}].tls"),
-                t,
-                "TLS listeners are not available in this version yet",
-            );
-            TlsFiles {
-                cert: base.join(&t.value.cert.value),
-                key: base.join(&t.value.key.value),
-            }
-        });
+        let tls = l
+            .value
+            .tls
+            .as_ref()
+            .map(|t| server_tls(&t.value, &format!("listen[{i}].tls"), base, e));
         let Some(addr) = socket_addr(&l.value.addr, &path, e) else {
             continue;
         };
@@ -166,15 +166,12 @@ fn upstream(s: &S<String>, e: &mut Errors) -> Option<http::Uri> {
     };
     let problem = match (uri.scheme_str(), uri.authority()) {
         (None, _) => Some("must start with http://, like http://127.0.0.1:3000".to_owned()),
-        (Some("https"), _) => {
-            Some("https:// upstreams are not available in this version yet; use http://".into())
-        }
-        (Some("http"), None) => Some("needs a host".to_owned()),
-        (Some("http"), Some(a)) if a.as_str().contains('@') => {
+        (Some("http" | "https"), None) => Some("needs a host".to_owned()),
+        (Some("http" | "https"), Some(a)) if a.as_str().contains('@') => {
             Some("must not contain user info (`user@`)".to_owned())
         }
-        (Some("http"), Some(a)) if a.host().is_empty() => Some("needs a host".to_owned()),
-        (Some("http"), Some(_)) => {
+        (Some("http" | "https"), Some(a)) if a.host().is_empty() => Some("needs a host".to_owned()),
+        (Some("http" | "https"), Some(_)) => {
             if uri.query().is_some() {
                 Some("must not have a query".to_owned())
             } else if !matches!(uri.path(), "" | "/") {
@@ -186,7 +183,9 @@ fn upstream(s: &S<String>, e: &mut Errors) -> Option<http::Uri> {
                 None
             }
         }
-        (Some(other), _) => Some(format!("scheme `{other}` is not supported; use http://")),
+        (Some(other), _) => Some(format!(
+            "scheme `{other}` is not supported; use http:// or https://"
+        )),
     };
     match problem {
         Some(p) => {
@@ -197,7 +196,92 @@ fn upstream(s: &S<String>, e: &mut Errors) -> Option<http::Uri> {
     }
 }
 
-fn admin(raw: &RawConfig, listen: &[(Listener, usize)], e: &mut Errors) -> Admin {
+/// A PEM path, resolved against the config file's directory (not opened here).
+fn pem_path(s: &S<String>, path: &str, base: &Path, e: &mut Errors) -> std::path::PathBuf {
+    if s.value.trim().is_empty() {
+        e.at(path, s, "must be a file path");
+    }
+    base.join(&s.value)
+}
+
+fn server_tls(t: &RawTls, path: &str, base: &Path, e: &mut Errors) -> ServerTls {
+    let mut certificates = vec![TlsFiles {
+        cert: pem_path(&t.cert, &format!("{path}.cert"), base, e),
+        key: pem_path(&t.key, &format!("{path}.key"), base, e),
+    }];
+    for (j, p) in t.sni.iter().flatten().enumerate() {
+        certificates.push(TlsFiles {
+            cert: pem_path(&p.value.cert, &format!("{path}.sni[{j}].cert"), base, e),
+            key: pem_path(&p.value.key, &format!("{path}.sni[{j}].key"), base, e),
+        });
+    }
+    ServerTls { certificates }
+}
+
+fn upstream_tls(
+    t: &S<RawUpstreamTls>,
+    upstream: Option<&http::Uri>,
+    base: &Path,
+    e: &mut Errors,
+) -> Option<UpstreamTls> {
+    if let Some(u) = upstream
+        && u.scheme_str() != Some("https")
+    {
+        e.at(
+            "upstream_tls",
+            t,
+            "is set but `upstream` is not an https:// URL",
+        );
+    }
+    let r = &t.value;
+    let ca =
+        r.ca.as_ref()
+            .map(|c| pem_path(c, "upstream_tls.ca", base, e));
+    let client_cert = match (&r.client_cert, &r.client_key) {
+        (Some(c), Some(k)) => Some(TlsFiles {
+            cert: pem_path(c, "upstream_tls.client_cert", base, e),
+            key: pem_path(k, "upstream_tls.client_key", base, e),
+        }),
+        (Some(c), None) => {
+            e.at(
+                "upstream_tls.client_cert",
+                c,
+                "needs upstream_tls.client_key",
+            );
+            None
+        }
+        (None, Some(k)) => {
+            e.at(
+                "upstream_tls.client_key",
+                k,
+                "needs upstream_tls.client_cert",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    let server_name = r.server_name.as_ref().and_then(|n| {
+        let name = n.value.trim();
+        match rustls_pki_types::ServerName::try_from(name) {
+            Ok(_) => Some(name.to_owned()),
+            Err(_) => {
+                e.at(
+                    "upstream_tls.server_name",
+                    n,
+                    format!("`{}` is not a DNS name or IP address", n.value),
+                );
+                None
+            }
+        }
+    });
+    Some(UpstreamTls {
+        ca,
+        client_cert,
+        server_name,
+    })
+}
+
+fn admin(raw: &RawConfig, listen: &[(Listener, usize)], base: &Path, e: &mut Errors) -> Admin {
     let mut admin = Admin::default();
     let Some(r) = &raw.admin else {
         check_admin_listen(admin.listen, None, listen, e);
@@ -209,6 +293,10 @@ fn admin(raw: &RawConfig, listen: &[(Listener, usize)], e: &mut Errors) -> Admin
         admin.listen = addr;
     }
     check_admin_listen(admin.listen, r.listen.as_ref(), listen, e);
+    admin.tls = r
+        .tls
+        .as_ref()
+        .map(|t| server_tls(&t.value, "admin.tls", base, e));
     for (i, key) in r.secret_keys.iter().flatten().enumerate() {
         let path = format!("admin.secret_keys[{i}]");
         if key.value.is_empty() {
@@ -721,6 +809,13 @@ fn timeouts(raw: &RawConfig, e: &mut Errors) -> Timeouts {
             "timeouts.shutdown_grace",
             d.shutdown_grace,
             true,
+            e,
+        ),
+        tls_handshake: duration(
+            r.tls_handshake.as_ref(),
+            "timeouts.tls_handshake",
+            d.tls_handshake,
+            false,
             e,
         ),
     }

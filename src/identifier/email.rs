@@ -183,7 +183,7 @@ pub fn canonical_domain(s: &str) -> Result<String, IdentifierError> {
         // UTS #46 maps such a name to its lowercase form and nothing else.
         s.to_ascii_lowercase()
     } else {
-        Uts46::new()
+        let ascii = Uts46::new()
             .to_ascii(
                 s.as_bytes(),
                 AsciiDenyList::STD3,
@@ -191,7 +191,27 @@ pub fn canonical_domain(s: &str) -> Result<String, IdentifierError> {
                 DnsLength::Ignore,
             )
             .map_err(|_| IdentifierError::DomainInvalid(snippet(s)))?
-            .into_owned()
+            .into_owned();
+        // UTS #46 also *maps*: fullwidth letters onto ASCII (`ａcme.com` → `acme.com`), soft
+        // hyphens and some joiners to nothing. The upstream stores the string as sent, so a
+        // mapped spelling would be decided as one domain and kept as another. Only case may
+        // change: the name read back from punycode must be the input, lowercased.
+        // Label by label, as the label may also be sent in its punycode form.
+        let (back, _) = idna::domain_to_unicode(&ascii);
+        let sent = s.strip_suffix('.').unwrap_or(s).to_lowercase();
+        let back = back.strip_suffix('.').unwrap_or(&back);
+        let plain = ascii.strip_suffix('.').unwrap_or(&ascii);
+        let mut sent_labels = sent.split('.');
+        let mut back_labels = back.split('.');
+        let mut plain_labels = plain.split('.');
+        loop {
+            match (sent_labels.next(), back_labels.next(), plain_labels.next()) {
+                (None, None, None) => break,
+                (Some(l), Some(u), Some(a)) if l == u || l == a => {}
+                _ => return Err(IdentifierError::DomainInvalid(snippet(s))),
+            }
+        }
+        ascii
     };
     if ascii.ends_with('.') {
         ascii.pop();

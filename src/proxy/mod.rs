@@ -23,11 +23,10 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, hea
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -37,6 +36,7 @@ use crate::gate::extract::{self, Spec};
 use crate::gate::route::PathMatch;
 use crate::identifier::{self, Identifier};
 use crate::snapshot::{Route, Snapshot, SnapshotHandle};
+use crate::tls::UpstreamConnector;
 
 pub use error::ProxyError;
 
@@ -52,17 +52,28 @@ pub struct ProxySettings {
     pub upstream_connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Time allowed for the TLS handshake on TLS listeners.
+    pub tls_handshake_timeout: Duration,
 }
+
+/// Marks a request that arrived over TLS (a request extension set by [`serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
 
 /// How many bytes of gated request bodies may be buffered at once, across all connections,
 /// by default. Without a budget, N slow clients each announcing a body at the route limit
 /// hold N × limit bytes (10 000 × 64 KiB = 640 MiB).
 pub const DEFAULT_BUFFER_BUDGET: usize = 64 << 20;
 
-/// The proxy: the snapshot handle and one pooled upstream client.
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// The proxy: the snapshot handle and the pooled upstream clients.
 pub struct Proxy {
     snapshots: SnapshotHandle,
-    client: Client<HttpConnector, ProxyBody>,
+    /// HTTP/1.1, or HTTP/2 when an `https://` upstream offers it by ALPN.
+    client: UpstreamClient,
+    /// HTTP/1.1 only: protocol upgrades (WebSocket) need an HTTP/1.1 connection.
+    client_h1: UpstreamClient,
     settings: ProxySettings,
     /// Bytes of gated bodies that may be buffered at once; one permit per byte reserved.
     buffers: Arc<Semaphore>,
@@ -70,20 +81,32 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the proxy and its pooled upstream client.
-    pub fn new(snapshots: SnapshotHandle, settings: ProxySettings) -> Self {
+    /// Builds the proxy and its pooled upstream clients; `upstream` adds TLS for `https://`
+    /// upstreams (plain `http://` ones pass through it).
+    pub fn new(
+        snapshots: SnapshotHandle,
+        settings: ProxySettings,
+        upstream: &UpstreamConnector,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        // The TLS connector handles the scheme; it hands plain TCP to this one.
+        connector.enforce_http(false);
+        let build = |h2: bool| {
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(settings.pool_idle_timeout)
+                .pool_max_idle_per_host(256)
+                .timer(TokioTimer::new())
+                .build(upstream.wrap(connector.clone(), h2))
+        };
+        let client = build(true);
+        let client_h1 = build(false);
         Proxy {
             snapshots,
             client,
+            client_h1,
             settings,
             buffers: Arc::new(Semaphore::new(DEFAULT_BUFFER_BUDGET)),
             budget: DEFAULT_BUFFER_BUDGET,
@@ -128,6 +151,9 @@ impl Proxy {
         if req.headers().get_all(header::HOST).iter().count() > 1 {
             return Err(bad("duplicate_host", "more than one Host header"));
         }
+        if req.version() == Version::HTTP_2 {
+            h2_host(&mut req)?;
+        }
         let upgrade = websocket_upgrade(req.headers())?;
         match snap.route_table.find(req.uri().path()) {
             PathMatch::Ungated => {
@@ -157,7 +183,9 @@ impl Proxy {
     ) -> Result<Response<RespBody>, ProxyError> {
         let method = req.method();
         let safe = method == Method::GET || method == Method::HEAD;
-        let has_body = declares_body(req.headers());
+        // HTTP/2 frames the body without Content-Length: an open stream announces one.
+        let has_body = declares_body(req.headers())
+            || (req.version() == Version::HTTP_2 && !http_body::Body::is_end_stream(req.body()));
         if safe && has_body {
             return Err(bad(
                 "body_not_allowed",
@@ -306,12 +334,20 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upgrading = upgrade.is_some();
         headers::to_upstream(&mut parts.headers, peer.ip(), upgrade);
+        if parts.extensions.get::<Secure>().is_some() {
+            parts
+                .headers
+                .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        }
+        let client = if upgrading {
+            &self.client_h1
+        } else {
+            &self.client
+        };
 
         let req = Request::from_parts(parts, body);
         let mut resp =
-            match tokio::time::timeout(snap.upstream_response_timeout, self.client.request(req))
-                .await
-            {
+            match tokio::time::timeout(snap.upstream_response_timeout, client.request(req)).await {
                 Err(_) => return Err(ProxyError::UpstreamResponseTimeout),
                 Ok(Err(e)) => return Err(classify(&e)),
                 Ok(Ok(r)) => r,
@@ -348,6 +384,34 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
         }
         Err(e) => tracing::debug!(error = %e, "upgrade failed"),
     }
+}
+
+/// HTTP/2: the `:authority` is the request's host. A `host` header that names another one is
+/// refused (the upstream or a framework could route by either); without one, `host` is set
+/// from `:authority` so the upstream sees what an HTTP/1.1 client would have sent.
+fn h2_host<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return Ok(());
+    };
+    match req.headers().get(header::HOST) {
+        Some(host) => {
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+            {
+                return Err(bad(
+                    "host_mismatch",
+                    "the Host header and :authority name different hosts",
+                ));
+            }
+        }
+        None => {
+            let v = HeaderValue::from_str(authority.as_str())
+                .map_err(|_| bad("bad_uri", "the :authority is not a valid Host"))?;
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    Ok(())
 }
 
 fn bad(code: &'static str, message: &str) -> ProxyError {
@@ -473,16 +537,37 @@ fn is_html_form(parts: &http::request::Parts) -> bool {
         && accepts_html
 }
 
+/// How many requests one HTTP/2 connection may have in flight.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+
 /// Accepts connections until `stop` turns true, then drains in-flight requests for at most
 /// the shutdown grace period. The listener is closed as soon as `stop` fires.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+///
+/// Without `tls` the listener speaks HTTP/1.1 only (no h2c). With `tls`, the handshake runs on
+/// the connection's own task under `tls_handshake_timeout`, and the protocol follows ALPN:
+/// `h2` gets HTTP/2, anything else HTTP/1.1.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Every connection holds a receiver: `drain_tx.send(true)` asks them to finish, and
+    // `drain_tx.closed()` resolves once the last one is gone.
+    let (drain_tx, drain_rx) = watch::channel(false);
+    // hyper's own per-protocol builders: hyper-util's `auto::Builder::http1_only()` is
+    // ignored by `serve_connection_with_upgrades`, which would accept HTTP/2 prior knowledge.
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(proxy.settings.header_read_timeout)
         .keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let (h1, h2) = (Arc::new(h1), Arc::new(h2));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let handshake_timeout = proxy.settings.tls_handshake_timeout;
     let local = listener.local_addr().ok();
     loop {
         tokio::select! {
@@ -490,16 +575,50 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut stop: watch::Re
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let proxy = proxy.clone();
-                    let svc = service_fn(move |req| {
+                    let secure = acceptor.is_some();
+                    let svc = service_fn(move |mut req: Request<Incoming>| {
                         let proxy = proxy.clone();
+                        if secure {
+                            req.extensions_mut().insert(Secure);
+                        }
                         async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
                     });
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .into_owned();
-                    let conn = graceful.watch(conn);
+                    // Subscribed now, so a shutdown also waits for handshakes in progress.
+                    let drain = drain_rx.clone();
+                    let Some(acceptor) = acceptor.clone() else {
+                        let conn = h1
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .with_upgrades();
+                        let conn = drive(conn, |c| c.graceful_shutdown(), drain);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                            }
+                        });
+                        continue;
+                    };
+                    let (h1, h2) = (h1.clone(), h2.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let io = TokioIo::new(stream);
+                        let ended = if io.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
+                            drive(h2.serve_connection(io, svc), |c| c.graceful_shutdown(), drain)
+                                .await
+                        } else {
+                            let conn = h1.serve_connection(io, svc).with_upgrades();
+                            drive(conn, |c| c.graceful_shutdown(), drain).await
+                        };
+                        if let Err(e) = ended {
                             tracing::debug!(error = %e, %peer, "connection ended with an error");
                         }
                     });
@@ -514,13 +633,34 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut stop: watch::Re
         }
     }
     drop(listener);
-    tracing::info!(addr = ?local, connections = graceful.count(), "listener closed; draining");
-    if tokio::time::timeout(proxy.settings.shutdown_grace, graceful.shutdown())
+    drop(drain_rx);
+    let _ = drain_tx.send(true);
+    tracing::info!(addr = ?local, connections = drain_tx.receiver_count(), "listener closed; draining");
+    if tokio::time::timeout(proxy.settings.shutdown_grace, drain_tx.closed())
         .await
         .is_err()
     {
         tracing::warn!(addr = ?local, "drain timed out; closing remaining connections");
     }
+}
+
+/// Serves one connection until it ends; once `drain` turns true, asks it to finish the
+/// requests in flight and close (`shutdown` is the connection's `graceful_shutdown`).
+async fn drive<C, E>(
+    conn: C,
+    shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), E>
+where
+    C: std::future::Future<Output = Result<(), E>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = stopped(&mut drain) => {}
+    }
+    shutdown(conn.as_mut());
+    conn.await
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

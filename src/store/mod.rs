@@ -3,7 +3,8 @@
 //!
 //! Owns: the [`Store`] handle and its types ([`StoredEntry`], [`NewEntry`],
 //! [`RestrictionOverrides`], [`StoreState`], [`Change`], [`StoreError`]), entry ids
-//! ([`ids`]), and the backends. Entries from the config file and list files are **not** here;
+//! ([`ids`]), bulk list writes ([`bulk`]: replace/append/remove in one transaction, for the
+//! Magic API and `idgate lists`), and the backends. Entries from the config file and list files are **not** here;
 //! only what was written through the API. Restriction overrides set through the API are stored
 //! as `Some` values and win over the config's defaults after a restart; `None` leaves the
 //! config in charge.
@@ -32,6 +33,7 @@
 //!
 //! This module does not import `proxy` or `gate`.
 
+pub mod bulk;
 pub mod ids;
 pub mod sqlite;
 
@@ -43,6 +45,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::lists::ListKind;
 
+pub use bulk::{BulkOp, BulkResult, BulkWrite};
 pub use sqlite::SqliteStore;
 
 /// Clerk's `identifier_type`.
@@ -176,7 +179,7 @@ pub enum Change {
     Removed(StoredEntry),
     /// The full new overrides.
     Restrictions(RestrictionOverrides),
-    /// A whole list was replaced (issue #4, Magic PUT; not produced yet).
+    /// A whole list was replaced (a [`BulkOp::Replace`], e.g. the Magic API's PUT).
     Replaced {
         /// Which list.
         list: ListKind,
@@ -199,6 +202,20 @@ pub enum StoreError {
     /// No entry with that id in that list.
     #[error("no entry with id {0}")]
     NotFound(String),
+    /// A bulk write would leave more entries in `list` than its limit; nothing was written.
+    #[error(
+        "the {list} list would hold {total} API-managed entries, more than the {limit} allowed"
+    )]
+    LimitExceeded {
+        /// Which list.
+        list: ListKind,
+        /// How many API-managed entries it would hold.
+        total: usize,
+        /// How many it may hold.
+        limit: usize,
+        /// The first entries past the limit (at most [`bulk::NAMED_OFFENDERS`]).
+        over: Vec<String>,
+    },
     /// I/O, SQLite errors, the writer gone.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
@@ -277,6 +294,15 @@ impl Store {
         }
     }
 
+    /// Replaces, appends to or removes from one or both lists as one op: one transaction, one
+    /// commit, one application to the live gate (see [`bulk`]). `Ok` means committed durably
+    /// and enforced; any error means nothing was written.
+    pub async fn bulk(&self, writes: Vec<BulkWrite>) -> Result<Vec<BulkResult>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.bulk(writes).await,
+        }
+    }
+
     /// A page of `list`, newest first (`created_at` desc, `id` desc), and the list's total.
     /// `limit: None` = no limit.
     pub async fn list(
@@ -287,6 +313,13 @@ impl Store {
     ) -> Result<(Vec<StoredEntry>, usize), StoreError> {
         match self {
             Store::Sqlite(s) => s.list(list, limit, offset).await,
+        }
+    }
+
+    /// Every identifier of `list`, oldest first (exports).
+    pub async fn identifiers(&self, list: ListKind) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.identifiers(list).await,
         }
     }
 

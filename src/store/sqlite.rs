@@ -24,6 +24,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{broadcast, oneshot};
 
+use super::bulk::{self, BulkResult, BulkWrite};
 use super::ids::new_id;
 use super::{
     Change, IdentifierType, ListKind, NewEntry, RestrictionOverrides, StoreError, StoreState,
@@ -64,7 +65,7 @@ const CHANGES_CAPACITY: usize = 1024;
 /// The `settings` row holding the restriction overrides (JSON).
 const RESTRICTIONS: &str = "restrictions";
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, list, identifier, key, identifier_type, invitation_id, created_at, updated_at";
 
 /// A handle on an open SQLite store. Cheap to clone.
@@ -123,6 +124,10 @@ pub(crate) enum Job {
         patch: RestrictionOverrides,
         reply: Reply<RestrictionOverrides>,
     },
+    Bulk {
+        writes: Vec<BulkWrite>,
+        reply: Reply<Vec<BulkResult>>,
+    },
 }
 
 /// An op that ran inside the open transaction, waiting for the commit.
@@ -131,6 +136,11 @@ enum Done {
     Restrictions(
         Reply<RestrictionOverrides>,
         Result<RestrictionOverrides, StoreError>,
+    ),
+    Bulk(
+        Reply<Vec<BulkResult>>,
+        Vec<BulkWrite>,
+        Result<Vec<BulkResult>, StoreError>,
     ),
 }
 
@@ -233,6 +243,30 @@ impl SqliteStore {
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Restrictions { patch, reply })?;
         rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Runs `writes` as one op (one SAVEPOINT, one commit, one call of the commit hook); see
+    /// [`super::bulk`]. `Ok` once committed and applied.
+    pub async fn bulk(&self, writes: Vec<BulkWrite>) -> Result<Vec<BulkResult>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Bulk { writes, reply })?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Every identifier of `list` in the order they were added (`rowid`: within one
+    /// millisecond `created_at` ties and ids are random).
+    pub async fn identifiers(&self, list: ListKind) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT identifier FROM entries WHERE list = ?1 ORDER BY rowid")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([list.as_str()], |r| r.get(0))
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<String>, _>>()
+                .map_err(unavailable)
+        })
+        .await
     }
 
     /// A page of `list`, newest first, and the list's total.
@@ -459,6 +493,10 @@ pub(crate) fn write_batch(
                 reply,
                 in_savepoint(&mut tx, |c| merge_restrictions(c, patch)),
             ),
+            Job::Bulk { writes, reply } => {
+                let r = in_savepoint(&mut tx, |c| bulk::run(c, &writes));
+                Done::Bulk(reply, writes, r)
+            }
         });
     }
     if let Err(e) = tx.commit() {
@@ -471,19 +509,23 @@ pub(crate) fn write_batch(
                 Done::Restrictions(reply, _) => {
                     let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
                 }
+                Done::Bulk(reply, _, _) => {
+                    let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
             }
         }
         return;
     }
-    let changes: Vec<Change> = done
-        .iter()
-        .filter_map(|d| match d {
-            Done::Entry(_, Ok((e, true))) => Some(Change::Added(e.clone())),
-            Done::Entry(_, Ok((e, false))) => Some(Change::Removed(e.clone())),
-            Done::Restrictions(_, Ok(r)) => Some(Change::Restrictions(*r)),
-            _ => None,
-        })
-        .collect();
+    let mut changes: Vec<Change> = Vec::with_capacity(done.len());
+    for d in &done {
+        match d {
+            Done::Entry(_, Ok((e, true))) => changes.push(Change::Added(e.clone())),
+            Done::Entry(_, Ok((e, false))) => changes.push(Change::Removed(e.clone())),
+            Done::Restrictions(_, Ok(r)) => changes.push(Change::Restrictions(*r)),
+            Done::Bulk(_, writes, Ok(results)) => changes.extend(bulk::changes(writes, results)),
+            _ => {}
+        }
+    }
     // Applied to the live gate here, on the one writer thread, so in commit order, and before
     // any caller hears back: a caller's 200 means the gate already enforces its write.
     if let Some(hook) = hook
@@ -503,6 +545,9 @@ pub(crate) fn write_batch(
             Done::Restrictions(reply, r) => {
                 let _ = reply.send(r);
             }
+            Done::Bulk(reply, _, r) => {
+                let _ = reply.send(r);
+            }
         }
     }
 }
@@ -514,6 +559,9 @@ fn fail(job: Job, msg: &str) {
             let _ = reply.send(Err(err()));
         }
         Job::Restrictions { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Job::Bulk { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
     }
@@ -639,7 +687,7 @@ struct BadValue {
     value: String,
 }
 
-fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
+pub(crate) fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
     let list: String = row.get(1)?;
     let list = match list.as_str() {
         "allow" => ListKind::Allow,
@@ -672,7 +720,7 @@ fn duplicate(existing: StoredEntry) -> StoreError {
     }
 }
 
-fn unavailable(e: impl fmt::Display) -> StoreError {
+pub(crate) fn unavailable(e: impl fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
@@ -680,7 +728,7 @@ fn writer_gone() -> StoreError {
     StoreError::Unavailable("the store writer has stopped".into())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -548,3 +548,94 @@ fn bulk_insert_for_bench_fills_the_list() {
     assert_eq!(ids.len(), 1000);
     assert!(state.entries.iter().all(|e| e.list == ListKind::Block));
 }
+
+#[tokio::test]
+async fn bulk_replace_append_remove_in_one_op_and_limits_roll_back() {
+    use super::bulk::{BulkOp, BulkWrite};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    let mut rx = store.subscribe();
+    let w = |op, limit| BulkWrite {
+        list: ListKind::Block,
+        op,
+        limit,
+    };
+    let r = store
+        .bulk(vec![w(
+            BulkOp::Replace(vec![email("a@x.com"), email("b@x.com"), email("a@x.com")]),
+            10,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(r[0].added.len(), 2);
+    assert_eq!(r[0].total, 2);
+    match rx.recv().await.unwrap() {
+        Change::Replaced { list, entries } => {
+            assert_eq!(list, ListKind::Block);
+            assert_eq!(entries.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Over the limit: nothing written, the offender named.
+    let e = store
+        .bulk(vec![w(
+            BulkOp::Append(vec![email("b@x.com"), email("c@x.com")]),
+            2,
+        )])
+        .await
+        .unwrap_err();
+    match e {
+        StoreError::LimitExceeded {
+            total, limit, over, ..
+        } => assert_eq!((total, limit, over), (3, 2, vec!["c@x.com".to_owned()])),
+        other => panic!("{other:?}"),
+    }
+    let e = store
+        .bulk(vec![w(
+            BulkOp::Replace(vec![email("x@x.com"), email("y@x.com"), email("z@x.com")]),
+            2,
+        )])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::LimitExceeded { total: 3, .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        store.identifiers(ListKind::Block).await.unwrap(),
+        ["a@x.com", "b@x.com"]
+    );
+
+    let r = store
+        .bulk(vec![
+            w(BulkOp::Append(vec![email("b@x.com"), email("c@x.com")]), 3),
+            BulkWrite {
+                list: ListKind::Allow,
+                op: BulkOp::Append(vec![email("ok@x.com")]),
+                limit: 1,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(r[0].unchanged, ["b@x.com"]);
+    assert_eq!(r[0].added[0].identifier, "c@x.com");
+    assert_eq!(r[1].total, 1);
+    let r = store
+        .bulk(vec![w(
+            BulkOp::Remove(vec![email("a@x.com"), email("zz@x.com")]),
+            0,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(r[0].removed[0].identifier, "a@x.com");
+    assert_eq!(r[0].unchanged, ["zz@x.com"]);
+    assert_eq!(
+        store.identifiers(ListKind::Block).await.unwrap(),
+        ["b@x.com", "c@x.com"]
+    );
+    // Survives a reopen.
+    drop(store);
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    assert_eq!(store.load().unwrap().entries.len(), 3);
+}
