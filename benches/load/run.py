@@ -10,6 +10,9 @@ req/s, p50, p99, CPU seconds and peak RSS of the proxy, and the ratios idgate / 
 
   benches/load/run.py [--rounds 3] [--duration 5] [--entries 1000000] [--reload]
 
+--tls adds the TLS mode: h2load over TLS (HTTP/2, ALPN) against idgate and nginx with the same
+certificate and upstream: an ungated GET and a gated sign-up POST (nginx: the same POST proxied).
+
 --reload adds the reload mode: while wrk sends gated sign-ups, the 1M-entry allow-list file
 is replaced (atomic rename) and the time until the new list is enforced is measured, with the
 socket errors and non-2xx answers wrk saw during the reload.
@@ -34,7 +37,8 @@ def sh(*args, **kw):
 
 
 def ensure_tools():
-    missing = [p for p, b in (("nginx", "nginx"), ("wrk", "wrk")) if not shutil.which(b) and not os.path.exists("/usr/sbin/" + b)]
+    missing = [p for p, b in (("nginx", "nginx"), ("wrk", "wrk"), ("nghttp2-client", "h2load"), ("openssl", "openssl"))
+               if not shutil.which(b) and not os.path.exists("/usr/sbin/" + b)]
     if missing:
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         sh(*sudo, "apt-get", "update", "-qq")
@@ -160,12 +164,36 @@ def write_lists(work, n, tag=""):
     return allow, block
 
 
+def print_table(args, scenarios, results, gate, nginx_workers):
+    print()
+    print(f"{'scenario':32} {'proxy':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} {'RSS MB':>7} {'errors':>6} {'non2xx':>6}")
+    for name, *_ in scenarios:
+        row = {}
+        for who, pids in (("idgate", lambda: [gate.pid]), ("nginx", nginx_workers)):
+            rs = results[(name, who)]
+            med = lambda k: sorted(x[k] for x in rs)[len(rs) // 2]
+            row[who] = {k: med(k) for k in ("rps", "p50", "p99", "cpu")}
+            row[who]["rss"] = rss_mb(pids())
+            row[who]["errors"] = sum(x["errors"] for x in rs)
+            row[who]["non2xx"] = sum(x["non2xx"] for x in rs)
+            v = row[who]
+            print(f"{name:32} {who:7} {v['rps']:9.0f} {v['p50']:8.2f} {v['p99']:8.2f} {v['cpu']:7.1f} {v['rss']:7.0f} {v['errors']:6} {v['non2xx']:6}")
+        a, b = row["idgate"], row["nginx"]
+        print(f"{'':32} {'ratio':7} {a['rps'] / b['rps']:9.2f} {a['p50'] / b['p50']:8.2f} {a['p99'] / b['p99']:8.2f}")
+    print(f"\n(median of {args.rounds} rounds of {args.duration} s, wrk -t2 -c64, order alternating; "
+          f"the gated row compares idgate's checked sign-up with nginx's plain POST proxying; "
+          f"{os.cpu_count()} cores shared by wrk, both proxies and the upstream)")
+
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--reload", action="store_true")
+    ap.add_argument("--tls", action="store_true")
+    ap.add_argument("--no-http", action="store_true", help="skip the plain-HTTP wrk table")
     args = ap.parse_args()
 
     ensure_tools()
@@ -181,13 +209,31 @@ def main():
   server {{
     listen 127.0.0.1:{up} backlog=4096;
     location = /small {{ return 200 "ok\\n"; }}
-    location = /4k {{ root {work}; try_files /4k.txt =404; }}
+    location = /4k {{ default_type text/plain; alias {work}/4k.txt; }}
     location / {{ return 200 "ok\\n"; }}
   }}"""))
+        ngs, igs = free_port(), free_port()
+        cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+           "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+           "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(start_nginx(work, "proxy", f"""
   upstream app {{ server 127.0.0.1:{up}; keepalive 256; }}
   server {{
     listen 127.0.0.1:{ng} backlog=4096;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{ngs} ssl http2 backlog=4096;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
     location / {{
       proxy_pass http://app;
       proxy_http_version 1.1;
@@ -201,7 +247,9 @@ def main():
         gen = time.time() - t
         cfg = os.path.join(work, "idgate.yaml")
         with open(cfg, "w") as f:
-            f.write(f"""listen: [{{ addr: "127.0.0.1:{ig}" }}]
+            f.write(f"""listen:
+  - {{ addr: "127.0.0.1:{ig}" }}
+  - {{ addr: "127.0.0.1:{igs}", tls: {{ cert: {cert}, key: {key} }} }}
 upstream: http://127.0.0.1:{up}
 admin: {{ listen: "127.0.0.1:{admin}" }}
 store: {{ sqlite: {work}/data/idgate.db }}
@@ -216,7 +264,7 @@ reload: {{ debounce: 100ms, interval: 0s }}
         gate = subprocess.Popen([idgate, "run", "-c", cfg], stderr=open(os.path.join(work, "idgate.log"), "w"),
                                 env=dict(os.environ, IDGATE_LOG="warn"))
         procs.append(gate)
-        for p in (up, ng, ig):
+        for p in (up, ng, ig, ngs, igs):
             wait_port(p)
         startup = time.time() - t
         print(f"lists: {args.entries} entries each (generated in {gen:.1f} s); idgate start-up with them: {startup:.2f} s")
@@ -236,7 +284,7 @@ reload: {{ debounce: 100ms, interval: 0s }}
             ("POST sign-up (gated vs plain)", "/api/sign-up", post, "/api/sign-up"),
         ]
         results = {}
-        for r in range(args.rounds):
+        for r in range(0 if args.no_http else args.rounds):
             for name, ipath, script, npath in scenarios:
                 order = [("idgate", ig, ipath, lambda: [gate.pid]), ("nginx", ng, npath, nginx_workers)]
                 if r % 2:
@@ -246,24 +294,41 @@ reload: {{ debounce: 100ms, interval: 0s }}
                     res = wrk(f"http://127.0.0.1:{port}{path}", args.duration, script)
                     res["cpu"] = cpu_seconds(pids()) - c0
                     results.setdefault((name, who), []).append(res)
-        print()
-        print(f"{'scenario':32} {'proxy':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} {'RSS MB':>7} {'errors':>6} {'non2xx':>6}")
-        for name, *_ in scenarios:
-            row = {}
-            for who, pids in (("idgate", lambda: [gate.pid]), ("nginx", nginx_workers)):
-                rs = results[(name, who)]
-                med = lambda k: sorted(x[k] for x in rs)[len(rs) // 2]
-                row[who] = {k: med(k) for k in ("rps", "p50", "p99", "cpu")}
-                row[who]["rss"] = rss_mb(pids())
-                row[who]["errors"] = sum(x["errors"] for x in rs)
-                row[who]["non2xx"] = sum(x["non2xx"] for x in rs)
-                v = row[who]
-                print(f"{name:32} {who:7} {v['rps']:9.0f} {v['p50']:8.2f} {v['p99']:8.2f} {v['cpu']:7.1f} {v['rss']:7.0f} {v['errors']:6} {v['non2xx']:6}")
-            a, b = row["idgate"], row["nginx"]
-            print(f"{'':32} {'ratio':7} {a['rps'] / b['rps']:9.2f} {a['p50'] / b['p50']:8.2f} {a['p99'] / b['p99']:8.2f}")
-        print(f"\n(median of {args.rounds} rounds of {args.duration} s, wrk -t2 -c64, order alternating; "
-              f"the gated row compares idgate's checked sign-up with nginx's plain POST proxying; "
-              f"{os.cpu_count()} cores shared by wrk, both proxies and the upstream)")
+        if not args.no_http:
+            print_table(args, scenarios, results, gate, nginx_workers)
+
+        if args.tls:
+            print("\nTLS mode: h2load over TLS + HTTP/2 (ALPN h2), same certificate and upstream")
+            body_file = os.path.join(work, "body.json")
+            with open(body_file, "w") as f:
+                f.write(body)
+            rows = {}
+            for r in range(args.rounds):
+                order = [("idgate", igs), ("nginx", ngs)]
+                if r % 2:
+                    order.reverse()
+                for name, path, data in (("GET small (ungated)", "/small", None),
+                                         ("POST sign-up (gated vs plain)", "/api/sign-up", body_file)):
+                    for who, port in order:
+                        cmd = ["h2load", "-c", "16", "-m", "32", "-D", str(args.duration), "-t", "2"]
+                        if data:
+                            cmd += ["-d", data, "-H", "content-type: application/json"]
+                        out = subprocess.run(cmd + [f"https://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+                        m = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
+                        ok = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", out)
+                        status2xx = re.search(r"status codes: (\d+) 2xx", out)
+                        rows.setdefault((name, who), []).append(
+                            (float(m.group(1)) if m else 0.0, int(ok.group(2)) + int(ok.group(3)) if ok else -1,
+                             int(status2xx.group(1)) if status2xx else 0))
+            print(f"{'scenario':32} {'proxy':7} {'req/s':>9} {'failed':>7}")
+            for name in ("GET small (ungated)", "POST sign-up (gated vs plain)"):
+                med = {}
+                for who in ("idgate", "nginx"):
+                    rs = rows[(name, who)]
+                    med[who] = sorted(x[0] for x in rs)[len(rs) // 2]
+                    print(f"{name:32} {who:7} {med[who]:9.0f} {sum(x[1] for x in rs):7}")
+                print(f"{'':32} {'ratio':7} {med['idgate'] / med['nginx']:9.2f}")
+            print(f"(median of {args.rounds} rounds of {args.duration} s, h2load -c16 -m32 -t2)")
 
         if args.reload:
             print("\nreload mode: replacing the allow-list file while wrk sends gated sign-ups")
