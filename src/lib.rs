@@ -13,6 +13,8 @@ pub mod config;
 pub mod gate;
 pub mod identifier;
 pub mod lists;
+pub mod oauth;
+pub mod observe;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;

@@ -226,14 +226,22 @@ fn check(input: &str, route: Option<&str>, config: &Path, json: bool) -> ExitCod
     for r in &routes {
         let (d, e) = explain(&snap, r, &id);
         denied |= !d.is_allowed();
-        results.push((r.name.clone(), r.kind, id.to_string(), e));
+        results.push((
+            r.name.clone(),
+            r.kind,
+            id.to_string(),
+            e,
+            idgate::observe::outcome(&d, r.mode),
+            r.mode.as_str(),
+        ));
     }
     if json {
         let items: Vec<_> = results
             .iter()
-            .map(|(name, kind, id, e)| {
+            .map(|(name, kind, id, e, outcome, mode)| {
                 serde_json::json!({
                     "route": &**name, "kind": format!("{kind:?}"), "identifier": id,
+                    "mode": mode, "outcome": outcome,
                     "allowed": e.allowed, "reason": e.reason, "rule": e.rule,
                     "entry": e.entry.as_ref().map(|(entry, _)| entry),
                     "source": e.entry.as_ref().map(|(_, source)| source),
@@ -242,8 +250,12 @@ fn check(input: &str, route: Option<&str>, config: &Path, json: bool) -> ExitCod
             .collect();
         println!("{}", serde_json::Value::Array(items));
     } else {
-        for (name, kind, id, e) in &results {
-            let verdict = if e.allowed { "ALLOW" } else { "DENY" };
+        for (name, kind, id, e, _, mode) in &results {
+            let verdict = match (e.allowed, *mode) {
+                (true, _) => "ALLOW",
+                (false, "shadow") => "WOULD DENY (shadow mode: forwarded)",
+                (false, _) => "DENY",
+            };
             let reason = e.reason.map(|r| format!(" ({r})")).unwrap_or_default();
             let entry = e
                 .entry
@@ -251,7 +263,7 @@ fn check(input: &str, route: Option<&str>, config: &Path, json: bool) -> ExitCod
                 .map(|(entry, source)| format!("; entry `{entry}` from {source}"))
                 .unwrap_or_default();
             println!(
-                "route {name} ({kind:?}): {id}: {verdict}{reason}: {}{entry}",
+                "route {name} ({kind:?}, {mode}): {id}: {verdict}{reason}: {}{entry}",
                 e.rule
             );
         }

@@ -13,6 +13,9 @@
 //! | GET, PATCH | `/v1/instance` | Bearer | Clerk: instance (PATCH: 204, nothing stored) |
 //! | PATCH  | `/v1/instance/restrictions` | Bearer | Clerk: restrictions |
 //! | PATCH  | `/v1/beta_features/instance_settings` | Bearer | Clerk: `restricted_to_allowlist` |
+//! | GET | `/v1/idgate/status` | Bearer | idgate: snapshot, last reload, lists, store ([`idgate`]) |
+//! | POST | `/v1/idgate/check` | Bearer | idgate: the decision for an identifier ([`idgate`]) |
+//! | GET | `/metrics` | none | Prometheus metrics ([`idgate`]) |
 //! | GET, PUT, PATCH, DELETE | `/v1/api/magic_client/access_control` | `X-Magic-Secret-Key` | Magic access control ([`magic`]) |
 //!
 //! Everything else under `/v1` passes [`auth`] (also unknown paths, which answer 404
@@ -24,6 +27,7 @@
 pub mod auth;
 pub mod clerk;
 pub mod error;
+pub mod idgate;
 pub mod magic;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -57,6 +61,8 @@ pub struct AdminState {
     pub reloader: Arc<crate::reload::Reloader>,
     /// `admin.secret_keys`; empty refuses every `/v1` request. Never logged.
     pub secret_keys: Arc<Vec<String>>,
+    /// Metrics (served at `/metrics`) and the audit log.
+    pub observer: Arc<crate::observe::Observer>,
 }
 
 /// Largest request body the admin API reads (413 above).
@@ -65,6 +71,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
     let v1 = clerk::routes()
+        .merge(idgate::routes())
         .fallback(|| async { error::ClerkError::EndpointNotFound.into_response() })
         .method_not_allowed_fallback(|| async {
             error::ClerkError::MethodNotAllowed.into_response()
@@ -78,6 +85,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(magic::routes())
+        .merge(idgate::metrics_routes())
         .nest("/v1", v1)
         .layer(middleware::from_fn(trace))
         .with_state(state)

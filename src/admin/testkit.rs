@@ -81,6 +81,7 @@ pub(crate) fn kit(extra: &str, allow_file: &str, block_file: &str) -> Kit {
         store: cp.store,
         reloader: cp.reloader,
         secret_keys: Arc::new(cp.inputs.config.admin.secret_keys.clone()),
+        observer: Default::default(),
     };
     let app = router(state.clone());
     Kit {

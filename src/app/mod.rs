@@ -39,6 +39,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Audit(#[from] crate::observe::AuditError),
     #[error("start-up task failed: {0}")]
     Task(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -205,7 +207,15 @@ impl Gate {
         let (stop_proxy, stop_proxy_rx) = watch::channel(false);
         let (stop_rest, stop_rest_rx) = watch::channel(false);
 
-        let proxy = Arc::new(Proxy::new(snapshots.clone(), settings, &tls_setup.upstream));
+        // Metrics and the audit log, shared by the proxy, the reloader and the admin listener.
+        let metrics = Arc::new(crate::observe::Metrics::new());
+        let audit = crate::observe::AuditLog::start(&cfg.audit, metrics.clone())?;
+        let observer = Arc::new(crate::observe::Observer::new(metrics.clone(), audit));
+        reloader.set_metrics(metrics);
+        let proxy = Arc::new(
+            Proxy::new(snapshots.clone(), settings, &tls_setup.upstream)
+                .with_observer(observer.clone()),
+        );
         let mut proxies = JoinSet::new();
         for (l, t) in listeners.into_iter().zip(tls_setup.listeners.iter()) {
             let server = t.as_ref().map(|(_, c)| c.clone());
@@ -223,6 +233,7 @@ impl Gate {
             store: store.clone(),
             reloader: reloader.clone(),
             secret_keys: Arc::new(cfg.admin.secret_keys.clone()),
+            observer,
         });
         match &tls_setup.admin {
             Some((_, server)) => rest.spawn(serve_admin_tls(

@@ -10,8 +10,8 @@
 //! directory but not opened.
 //!
 //! TLS settings (`listen[].tls`, `admin.tls`, `upstream_tls`) are validated here as paths and
-//! names only; `tls` reads and checks the PEM files. `jwt`/`userinfo` identifier sources are
-//! unknown fields for now.
+//! names only; `tls` reads and checks the PEM files. `jwt`/`userinfo` identifier sources
+//! ([`token`]) are checked for completeness here and verified by `oauth`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,8 +24,11 @@ use crate::identifier::Kind;
 
 mod env;
 mod raw;
+pub mod token;
 mod units;
 mod validate;
+
+pub use token::{Fetch, JwtKeys, JwtSource, TokenSource, UserinfoFormat, UserinfoSource};
 
 /// A validated config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +51,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub reload: Reload,
     pub store: Store,
+    /// `mode`: the default for routes that set none (`enforce`).
+    pub mode: Mode,
+    /// `audit`: one JSON line per gated decision (off unless `audit.output` is set).
+    pub audit: Audit,
 }
 
 /// One proxy listener.
@@ -250,12 +257,74 @@ pub struct Route {
     pub pass_safe_methods: bool,
     /// Overrides `limits.body` for this route.
     pub body_limit: Option<u64>,
+    /// Overrides the global `mode` for this route.
+    pub mode: Option<Mode>,
 }
 
 impl Route {
     /// The body limit in bytes for this route.
     pub fn body_limit_or(&self, limits: &Limits) -> u64 {
         self.body_limit.unwrap_or(limits.body)
+    }
+}
+
+/// What the gate does with a denial: answer it (`enforce`), or record it as `would_deny` and
+/// forward the request anyway (`shadow`, for rolling out a list). Refusals (400, 405, 413, …)
+/// are answered in both modes: a request the gate cannot read is never forwarded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+impl Mode {
+    /// The config spelling (`enforce`, `shadow`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+/// How the audit log writes identifiers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditIdentifiers {
+    /// HMAC-SHA256 with `audit.hmac_key`, hex (default): correlatable, not readable.
+    #[default]
+    Hmac,
+    /// The canonical identifier in clear text (explicit opt-in).
+    Clear,
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    Stdout,
+    /// A file, appended to (relative paths are resolved against the config's directory).
+    File(PathBuf),
+}
+
+/// The audit log settings.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// `None`: no audit log.
+    pub output: Option<AuditOutput>,
+    pub identifiers: AuditIdentifiers,
+    /// The HMAC key (required when `output` is set and `identifiers` is `hmac`). Never logged.
+    pub hmac_key: Option<String>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("output", &self.output)
+            .field("identifiers", &self.identifiers)
+            .field("hmac_key", &self.hmac_key.as_ref().map(|_| "[redacted]"))
+            .finish()
     }
 }
 
@@ -273,6 +342,9 @@ pub struct IdentifierSource {
     pub location: Location,
     /// `None`: detect email, phone or wallet from the value.
     pub kind: Option<Kind>,
+    /// `jwt`/`userinfo`: the value at `location` is a token that `oauth` turns into the
+    /// identifier.
+    pub token: Option<TokenSource>,
 }
 
 /// A place in the request.
@@ -286,8 +358,10 @@ pub enum Location {
     Multipart(String),
     /// A query parameter name.
     Query(String),
-    /// A header name, lowercased.
+    /// A header name, lowercased. For tokens, `authorization` means `Authorization: Bearer`.
     Header(String),
+    /// A cookie name (token sources only).
+    Cookie(String),
 }
 
 /// How denials are answered.

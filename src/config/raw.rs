@@ -8,7 +8,7 @@ use serde::de::{self, Visitor};
 use serde_saphyr::Spanned;
 
 use super::units::RawSize;
-use super::{AllowlistMode, Precedence, RouteKind};
+use super::{AllowlistMode, AuditIdentifiers, Mode, Precedence, RouteKind};
 use crate::identifier::Kind;
 
 pub(super) type S<T> = Spanned<T>;
@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     pub timeouts: Option<RawTimeouts>,
     pub reload: Option<RawReload>,
     pub store: Option<RawStore>,
+    pub mode: Option<Mode>,
+    pub audit: Option<RawAudit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +130,7 @@ pub(super) struct RawRoute {
     pub optional: Option<bool>,
     pub pass_safe_methods: Option<bool>,
     pub body_limit: Option<S<RawSize>>,
+    pub mode: Option<Mode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,8 +141,67 @@ pub(super) struct RawSource {
     pub multipart: Option<S<String>>,
     pub query: Option<S<String>>,
     pub header: Option<S<String>>,
+    /// An OIDC id_token or other signed JWT (`oauth`).
+    pub jwt: Option<S<RawJwt>>,
+    /// An OAuth access token looked up at a userinfo endpoint (`oauth`).
+    pub userinfo: Option<S<RawUserinfo>>,
     #[serde(rename = "type")]
     pub kind: Option<Kind>,
+}
+
+/// Where a token is in the request: one of these.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFrom {
+    pub json: Option<S<String>>,
+    pub form: Option<S<String>>,
+    pub multipart: Option<S<String>>,
+    pub query: Option<S<String>>,
+    pub header: Option<S<String>>,
+    pub cookie: Option<S<String>>,
+}
+
+/// A string or a list of strings (`audience: x` or `audience: [x, y]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJwt {
+    pub from: S<RawFrom>,
+    pub issuer: Option<S<String>>,
+    pub audience: Option<S<OneOrMany>>,
+    pub jwks_uri: Option<S<String>>,
+    pub public_key: Option<S<String>>,
+    pub hmac_secret: Option<S<String>>,
+    pub algorithm: Option<S<String>>,
+    pub claim: Option<S<String>>,
+    pub require_verified: Option<bool>,
+    pub leeway: Option<S<String>>,
+    pub jwks_max_age: Option<S<String>>,
+    pub jwks_min_refresh: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub ca: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUserinfo {
+    pub from: S<RawFrom>,
+    pub url: Option<S<String>>,
+    pub issuer: Option<S<String>>,
+    pub field: Option<S<String>>,
+    pub verified_field: Option<S<String>>,
+    /// `github_emails`: the response is a list of `{email, primary, verified}`.
+    pub format: Option<S<String>>,
+    pub cache_ttl: Option<S<String>>,
+    pub cache_size: Option<S<u64>>,
+    pub timeout: Option<S<String>>,
+    pub ca: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +232,24 @@ pub(super) struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     pub sqlite: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub output: Option<S<String>>,
+    pub identifiers: Option<AuditIdentifiers>,
+    pub hmac_key: Option<S<String>>,
+}
+
+impl std::fmt::Debug for RawAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAudit")
+            .field("output", &self.output)
+            .field("identifiers", &self.identifiers)
+            .field("hmac_key", &format_args!("[redacted]"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -148,15 +148,18 @@ fn values_are_converted() {
         [
             IdentifierSource {
                 location: Location::Header("x-user-email".into()),
-                kind: Some(Kind::Email)
+                kind: Some(Kind::Email),
+                token: None,
             },
             IdentifierSource {
                 location: Location::Query("phone".into()),
-                kind: Some(Kind::Phone)
+                kind: Some(Kind::Phone),
+                token: None,
             },
             IdentifierSource {
                 location: Location::Json("/a~1b".into()),
-                kind: None
+                kind: None,
+                token: None,
             },
         ]
     );
@@ -643,9 +646,9 @@ fn parse_errors_have_line_and_column() {
         ("listne: []\nupstream: http://h\n", "listne", 1),
         (
             &const_format_base(
-                "routes:\n  - { name: a, path: /a, kind: sign_up, identifier: [jwt: { from: x }] }\n",
+                "routes:\n  - { name: a, path: /a, kind: sign_up, identifier: [jwt: { from: { form: c }, jku: x }] }\n",
             ),
-            "jwt",
+            "jku",
             5,
         ),
         (

@@ -9,22 +9,28 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use super::raw::{RawConfig, RawSource, RawTls, RawUpstreamTls, S};
+use super::token;
 use super::units::{self, RawSize};
 use super::{
-    Admin, Config, Deny, FieldError, IdentifierSource, Identifiers, Limits, ListFiles, Listener,
-    Lists, Location, Reload, Restrictions, Route, ServerTls, Store, Timeouts, TlsFiles,
-    UpstreamTls,
+    Admin, Audit, AuditIdentifiers, AuditOutput, Config, Deny, FieldError, IdentifierSource,
+    Identifiers, Limits, ListFiles, Listener, Lists, Location, Reload, Restrictions, Route,
+    ServerTls, Store, Timeouts, TlsFiles, UpstreamTls,
 };
 
 /// Largest accepted `limits.max_json_depth` (serde_json's own recursion limit).
 const MAX_JSON_DEPTH: u64 = 128;
 
 #[derive(Default)]
-struct Errors(Vec<FieldError>);
+pub(super) struct Errors(Vec<FieldError>);
 
 impl Errors {
+    /// How many errors so far.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Records an error at the location of `at`.
-    fn at<T>(&mut self, path: impl Display, at: &S<T>, message: impl Into<String>) {
+    pub(super) fn at<T>(&mut self, path: impl Display, at: &S<T>, message: impl Into<String>) {
         self.loc(path, Some(&at.referenced), message);
     }
 
@@ -56,12 +62,13 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
     let admin = admin(&raw, &listen, base, &mut e);
     let lists = lists(&raw, base, &mut e);
     let identifiers = identifiers(&raw, &mut e);
-    let routes = routes(&raw, &mut e);
+    let routes = routes(&raw, base, &mut e);
     let deny = deny(&raw, &mut e);
     let limits = limits(&raw, &mut e);
     let timeouts = timeouts(&raw, &mut e);
     let reload = reload(&raw, &mut e);
     let store = store(&raw, base, &mut e);
+    let audit = audit(&raw, base, &mut e);
 
     let restrictions = raw
         .restrictions
@@ -99,6 +106,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
             timeouts,
             reload,
             store,
+            mode: raw.mode.unwrap_or_default(),
+            audit,
         }),
         _ => Err(e.0),
     }
@@ -415,7 +424,7 @@ fn identifiers(raw: &RawConfig, e: &mut Errors) -> Identifiers {
     }
 }
 
-fn routes(raw: &RawConfig, e: &mut Errors) -> Vec<Route> {
+fn routes(raw: &RawConfig, base: &Path, e: &mut Errors) -> Vec<Route> {
     let mut out = Vec::new();
     let mut names: FxHashMap<&str, usize> = FxHashMap::default();
     // (normalized path, method) → route index
@@ -508,6 +517,7 @@ fn routes(raw: &RawConfig, e: &mut Errors) -> Vec<Route> {
                 &s.value,
                 &s.referenced,
                 &format!("routes[{i}].identifier[{k}]"),
+                base,
                 e,
             ) {
                 identifier.push(source);
@@ -528,6 +538,7 @@ fn routes(raw: &RawConfig, e: &mut Errors) -> Vec<Route> {
             optional: r.optional.unwrap_or(false),
             pass_safe_methods: r.pass_safe_methods.unwrap_or(false),
             body_limit,
+            mode: r.mode,
         });
     }
     out
@@ -579,8 +590,12 @@ fn source(
     s: &RawSource,
     at: &serde_saphyr::Location,
     path: &str,
+    base: &Path,
     e: &mut Errors,
 ) -> Option<IdentifierSource> {
+    if s.jwt.is_some() || s.userinfo.is_some() {
+        return token_source(s, at, path, base, e);
+    }
     let given: Vec<(&str, &S<String>)> = [
         ("json", &s.json),
         ("form", &s.form),
@@ -650,11 +665,55 @@ fn source(
     Some(IdentifierSource {
         location,
         kind: s.kind,
+        token: None,
+    })
+}
+
+/// A `jwt` or `userinfo` source: the token's place is its `from`.
+fn token_source(
+    s: &RawSource,
+    at: &serde_saphyr::Location,
+    path: &str,
+    base: &Path,
+    e: &mut Errors,
+) -> Option<IdentifierSource> {
+    let plain = [&s.json, &s.form, &s.multipart, &s.query, &s.header]
+        .iter()
+        .any(|v| v.is_some());
+    if plain || (s.jwt.is_some() && s.userinfo.is_some()) {
+        e.loc(
+            path,
+            Some(at),
+            "a `jwt` or `userinfo` source takes its place from `from`; give one kind per list item",
+        );
+        return None;
+    }
+    let (token, from) = match (&s.jwt, &s.userinfo) {
+        (Some(j), _) => {
+            let p = format!("{path}.jwt");
+            (
+                token::jwt(j, &p, base, e),
+                token::from(&j.value.from, &format!("{p}.from"), e),
+            )
+        }
+        (_, Some(u)) => {
+            let p = format!("{path}.userinfo");
+            (
+                token::userinfo(u, &p, base, e),
+                token::from(&u.value.from, &format!("{p}.from"), e),
+            )
+        }
+        _ => return None,
+    };
+    Some(IdentifierSource {
+        location: from?,
+        kind: s.kind,
+        token: Some(token?),
     })
 }
 
 /// RFC 6901 JSON pointer, required to be non-empty (the whole document is never an identifier).
-fn json_pointer(p: &str) -> Result<(), String> {
+pub(super) fn json_pointer(p: &str) -> Result<(), String> {
     if !p.starts_with('/') {
         return Err(format!(
             "`{}` is not a JSON pointer: it must start with '/', like /email",
@@ -835,6 +894,49 @@ fn store(raw: &RawConfig, base: &Path, e: &mut Errors) -> Store {
         .unwrap_or_else(|| "data/idgate.db".to_owned());
     Store {
         sqlite: base.join(path),
+    }
+}
+
+fn audit(raw: &RawConfig, base: &Path, e: &mut Errors) -> Audit {
+    let Some(a) = &raw.audit else {
+        return Audit::default();
+    };
+    let output = a.output.as_ref().and_then(|o| match o.value.trim() {
+        "" => {
+            e.at("audit.output", o, "must be `stdout` or a file path");
+            None
+        }
+        "stdout" | "-" => Some(AuditOutput::Stdout),
+        path => Some(AuditOutput::File(base.join(path))),
+    });
+    let identifiers = a.identifiers.unwrap_or_default();
+    let hmac_key = match &a.hmac_key {
+        Some(k) if k.value.len() < 16 => {
+            e.at(
+                "audit.hmac_key",
+                k,
+                "must be at least 16 bytes (use a random secret, e.g. from ${ENV})",
+            );
+            None
+        }
+        Some(k) => Some(k.value.clone()),
+        None => None,
+    };
+    if let Some(o) = &a.output
+        && identifiers == AuditIdentifiers::Hmac
+        && a.hmac_key.is_none()
+    {
+        e.at(
+            "audit.hmac_key",
+            o,
+            "is required when audit.output is set and audit.identifiers is `hmac` (the default); \
+             set `identifiers: clear` to write identifiers in clear text",
+        );
+    }
+    Audit {
+        output,
+        identifiers,
+        hmac_key,
     }
 }
 

@@ -56,6 +56,8 @@ pub enum Location {
     Query(String),
     /// A request header.
     Header(HeaderName),
+    /// A cookie of the `Cookie` header(s) (token sources). A name sent twice is refused.
+    Cookie(String),
 }
 
 /// One identifier value found in the request.
@@ -435,6 +437,7 @@ enum Prepared {
     Multipart(FieldName),
     Query(FieldName),
     Header(HeaderName),
+    Cookie(String),
 }
 
 fn prepare(spec: &Spec<'_>) -> Result<Vec<Prepared>, Refusal> {
@@ -456,6 +459,7 @@ fn prepare(spec: &Spec<'_>) -> Result<Vec<Prepared>, Refusal> {
                 Location::Multipart(f) => Prepared::Multipart(FieldName::new(f)),
                 Location::Query(f) => Prepared::Query(FieldName::new(f)),
                 Location::Header(h) => Prepared::Header(h.clone()),
+                Location::Cookie(c) => Prepared::Cookie(c.clone()),
             })
         })
         .collect()
@@ -621,6 +625,12 @@ pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>
                 }
                 continue;
             }
+            Prepared::Cookie(name) => {
+                if let Some(raw) = cookie(headers, name)? {
+                    found.push(Found { raw, source: i });
+                }
+                continue;
+            }
             Prepared::Json { last, path, .. } => last.iter().chain([path]).collect(),
             Prepared::Form(f) | Prepared::Multipart(f) => vec![f],
         };
@@ -636,6 +646,32 @@ pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>
         read_body(headers, &body, spec, &prepared, &mut found)?;
     }
     found.sort_by_key(|f| f.source);
+    Ok(found)
+}
+
+/// The value of cookie `name` across every `Cookie` header (HTTP/2 may send several). A name
+/// sent twice, or a cookie header that is not visible text, is refused: frameworks disagree on
+/// which of two cookies wins.
+fn cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, Refusal> {
+    let mut found = None;
+    for v in headers.get_all(http::header::COOKIE) {
+        let text = std::str::from_utf8(v.as_bytes())
+            .ok()
+            .filter(|t| !t.chars().any(char::is_control))
+            .ok_or_else(|| Refusal::BadHeaderValue("cookie".into()))?;
+        for pair in text.split(';') {
+            let (k, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if k.trim() == name {
+                if found.is_some() {
+                    return Err(Refusal::DuplicateField {
+                        field: clip(name),
+                        place: "cookies",
+                    });
+                }
+                found = Some(value.trim().to_owned());
+            }
+        }
+    }
     Ok(found)
 }
 

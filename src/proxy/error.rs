@@ -43,6 +43,12 @@ pub enum ProxyError {
     IdentifierMissing,
     #[error("{value:?} is not a valid identifier: {error}")]
     IdentifierInvalid { value: String, error: String },
+    /// A `jwt`/`userinfo` token failed a check (a fixed reason, no token material).
+    #[error("the sign-in token was refused: {0}")]
+    TokenInvalid(&'static str),
+    /// The identity provider could not vouch for a token (the cause is logged, not sent).
+    #[error("the identity provider could not be reached; try again shortly")]
+    ProviderUnavailable,
 }
 
 impl ProxyError {
@@ -55,7 +61,8 @@ impl ProxyError {
             }
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Busy | ProxyError::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::TokenInvalid(_) => StatusCode::UNAUTHORIZED,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Refused(r) => {
                 StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)
@@ -83,6 +90,8 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::IdentifierMissing => "form_param_missing",
             ProxyError::IdentifierInvalid { .. } => "form_param_format_invalid",
+            ProxyError::TokenInvalid(_) => "authentication_invalid",
+            ProxyError::ProviderUnavailable => "identity_provider_unavailable",
         }
     }
 
@@ -94,6 +103,7 @@ impl ProxyError {
             StatusCode::REQUEST_TIMEOUT => "Request timeout",
             StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
             StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+            StatusCode::UNAUTHORIZED => "Invalid authentication",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported content type",
             _ => "Request refused",
         }
@@ -118,10 +128,15 @@ impl ProxyError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let ProxyError::ProviderUnavailable = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if status == StatusCode::BAD_REQUEST
             || status == StatusCode::PAYLOAD_TOO_LARGE
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::UNAUTHORIZED
         {
             // The body may not have been read to the end: don't reuse the connection.
             resp.headers_mut()
@@ -187,6 +202,8 @@ mod tests {
                 405,
             ),
             (ProxyError::IdentifierMissing, 400),
+            (ProxyError::TokenInvalid("x"), 401),
+            (ProxyError::ProviderUnavailable, 503),
             (
                 ProxyError::IdentifierInvalid {
                     value: "x".into(),

@@ -15,7 +15,7 @@ pub mod headers;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -31,10 +31,12 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::config::Mode;
 use crate::gate::decision::{Reason, decide};
 use crate::gate::extract::{self, Spec};
 use crate::gate::route::PathMatch;
 use crate::identifier::{self, Identifier};
+use crate::observe::{Observer, Traffic};
 use crate::snapshot::{Route, Snapshot, SnapshotHandle};
 use crate::tls::UpstreamConnector;
 
@@ -78,6 +80,8 @@ pub struct Proxy {
     /// Bytes of gated bodies that may be buffered at once; one permit per byte reserved.
     buffers: Arc<Semaphore>,
     budget: usize,
+    /// Metrics and the audit log.
+    observer: Arc<Observer>,
 }
 
 impl Proxy {
@@ -110,7 +114,15 @@ impl Proxy {
             settings,
             buffers: Arc::new(Semaphore::new(DEFAULT_BUFFER_BUDGET)),
             budget: DEFAULT_BUFFER_BUDGET,
+            observer: Arc::new(Observer::default()),
         }
+    }
+
+    /// Records decisions, refusals and durations into `observer` (default: metrics nobody
+    /// reads, no audit log).
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// Sets the buffering budget for gated bodies (bytes, across all connections; see
@@ -128,10 +140,19 @@ impl Proxy {
         let snap = self.snapshots.load_full();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        match self.dispatch(&snap, req, peer).await {
+        let started = Instant::now();
+        let mut traffic = Traffic::Ungated;
+        let result = self.dispatch(&snap, req, peer, &mut traffic).await;
+        let metrics = &self.observer.metrics;
+        metrics.request_duration(traffic, started.elapsed());
+        match result {
             Ok(resp) => resp,
             Err(err) => {
                 let status = err.status();
+                metrics.refusal(err.code(), status.as_u16());
+                if let Some(kind) = upstream_kind(&err) {
+                    metrics.upstream_error(kind);
+                }
                 if status.is_server_error() {
                     tracing::warn!(%method, %path, %peer, status = status.as_u16(), error = %err, "proxy error");
                 } else {
@@ -147,6 +168,7 @@ impl Proxy {
         snap: &Arc<Snapshot>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        traffic: &mut Traffic,
     ) -> Result<Response<RespBody>, ProxyError> {
         if req.headers().get_all(header::HOST).iter().count() > 1 {
             return Err(bad("duplicate_host", "more than one Host header"));
@@ -155,7 +177,11 @@ impl Proxy {
             h2_host(&mut req)?;
         }
         let upgrade = websocket_upgrade(req.headers())?;
-        match snap.route_table.find(req.uri().path()) {
+        let found = snap.route_table.find(req.uri().path());
+        if !matches!(found, PathMatch::Ungated) {
+            *traffic = Traffic::Gated;
+        }
+        match found {
             PathMatch::Ungated => {
                 let on_client = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
                 let (parts, body) = req.into_parts();
@@ -256,7 +282,8 @@ impl Proxy {
             max_depth: snap.max_json_depth,
             max_decoded: limit,
         };
-        let found = extract::extract(&parts, &bytes, &spec)?;
+        let mut found = extract::extract(&parts, &bytes, &spec)?;
+        verify_tokens(route, &mut found, &peer).await?;
         let mut ids: Vec<Identifier> = Vec::with_capacity(found.len());
         for f in &found {
             let kind = route.sources.get(f.source).and_then(|s| s.kind);
@@ -289,10 +316,17 @@ impl Proxy {
                 reason.get_or_insert(r);
             }
             tracing::debug!(route = %route.name, allowed = d.is_allowed(), rule = d.rule.describe(), "decision");
+            self.observer
+                .decided(snap, route, parts.method.as_str(), id, &d, None);
         }
         if let Some(reason) = reason {
-            tracing::info!(route = %route.name, reason = reason.as_str(), %peer, "denied");
-            return Ok(denial(snap, &parts, &denied, reason));
+            if route.mode == Mode::Shadow {
+                // Shadow mode: recorded as `would_deny`, forwarded like an allowed request.
+                tracing::info!(route = %route.name, reason = reason.as_str(), %peer, "would deny (shadow mode); forwarded");
+            } else {
+                tracing::info!(route = %route.name, reason = reason.as_str(), %peer, "denied");
+                return Ok(denial(snap, &parts, &denied, reason));
+            }
         }
 
         // Forward exactly the bytes received, with an exact length.
@@ -371,6 +405,53 @@ impl Proxy {
     pub fn settings(&self) -> &ProxySettings {
         &self.settings
     }
+}
+
+/// Turns the value of each `jwt`/`userinfo` source into the identifier its provider vouches
+/// for (`oauth`), in place. A refused token is 401, an unreachable provider 503; neither is
+/// forwarded, and no token material is logged. An id_token and a userinfo answer in the same
+/// request must name the same `sub`.
+async fn verify_tokens(
+    route: &Route,
+    found: &mut [extract::Found],
+    peer: &SocketAddr,
+) -> Result<(), ProxyError> {
+    let mut subs: [Option<String>; 2] = [None, None];
+    for f in found.iter_mut() {
+        let Some(Some(check)) = route.tokens.get(f.source) else {
+            continue;
+        };
+        match check.verifier.verify(&f.raw, check.bearer).await {
+            Ok(v) => {
+                let slot = usize::from(!check.verifier.is_jwt());
+                if !v.sub.is_empty() {
+                    if subs[slot].as_ref().is_some_and(|s| *s != v.sub) {
+                        return Err(ProxyError::TokenInvalid(
+                            "the tokens name different subjects",
+                        ));
+                    }
+                    subs[slot] = Some(v.sub);
+                }
+                f.raw = v.identifier;
+            }
+            Err(crate::oauth::OAuthError::Invalid(reason)) => {
+                tracing::info!(route = %route.name, %peer, reason, "token refused");
+                return Err(ProxyError::TokenInvalid(reason));
+            }
+            Err(crate::oauth::OAuthError::Unavailable(cause)) => {
+                tracing::warn!(route = %route.name, %peer, %cause, "identity provider unavailable");
+                return Err(ProxyError::ProviderUnavailable);
+            }
+        }
+    }
+    if let [Some(a), Some(b)] = &subs
+        && a != b
+    {
+        return Err(ProxyError::TokenInvalid(
+            "the id_token and the userinfo answer name different subjects",
+        ));
+    }
+    Ok(())
 }
 
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
@@ -456,6 +537,17 @@ fn declares_body(headers: &http::HeaderMap) -> bool {
         || headers
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// The `idgate_upstream_errors_total` kind of an upstream failure.
+fn upstream_kind(e: &ProxyError) -> Option<&'static str> {
+    match e {
+        ProxyError::UpstreamConnect(_) => Some("connect"),
+        ProxyError::UpstreamConnectTimeout => Some("connect_timeout"),
+        ProxyError::UpstreamResponseTimeout => Some("response_timeout"),
+        ProxyError::Upstream(_) => Some("other"),
+        _ => None,
+    }
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {

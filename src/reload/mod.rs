@@ -121,6 +121,8 @@ struct Fixed {
     admin_tls: Option<config::ServerTls>,
     upstream_tls: Option<config::UpstreamTls>,
     tls_handshake: Duration,
+    /// The audit log's output is opened once at start.
+    audit: config::Audit,
 }
 
 impl Fixed {
@@ -135,6 +137,7 @@ impl Fixed {
             admin_tls: c.admin.tls.clone(),
             upstream_tls: c.upstream_tls.clone(),
             tls_handshake: c.timeouts.tls_handshake,
+            audit: c.audit.clone(),
         }
     }
 
@@ -157,6 +160,8 @@ impl Fixed {
             Some("upstream_tls")
         } else if self.tls_handshake != other.tls_handshake {
             Some("timeouts.tls_handshake")
+        } else if self.audit != other.audit {
+            Some("audit")
         } else {
             None
         }
@@ -187,6 +192,8 @@ pub struct Reloader {
     handle: SnapshotHandle,
     fixed: Fixed,
     state: Mutex<State>,
+    /// Counts reload outcomes (`idgate_reloads_total`) once the gate installs its metrics.
+    metrics: std::sync::OnceLock<Arc<crate::observe::Metrics>>,
 }
 
 impl Reloader {
@@ -215,7 +222,18 @@ impl Reloader {
                 },
             }),
             handle,
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts reload outcomes into `metrics` from now on (the first call wins).
+    pub fn set_metrics(&self, metrics: Arc<crate::observe::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The config file this reloader reads.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     /// The status of the last reload.
@@ -231,6 +249,13 @@ impl Reloader {
     /// compilation): call it from `spawn_blocking` on a runtime.
     pub fn reload(&self) -> Outcome {
         let outcome = self.try_reload();
+        if let Some(m) = self.metrics.get() {
+            m.reload(match &outcome {
+                Outcome::Applied { .. } => "applied",
+                Outcome::Unchanged => "unchanged",
+                Outcome::Rejected(_) => "rejected",
+            });
+        }
         let mut st = self.lock();
         match &outcome {
             Outcome::Applied {

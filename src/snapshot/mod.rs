@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method, StatusCode};
 
-use crate::config::{AllowlistMode, Config, Location, Precedence, RouteKind};
+use crate::config::{AllowlistMode, Config, Location, Mode, Precedence, RouteKind};
 use crate::gate::extract::{self, SourceSpec};
 use crate::gate::route::RouteTable;
 use crate::identifier::{self, ParseOptions};
@@ -113,6 +113,12 @@ impl ListLayers {
 
     pub fn is_empty(&self) -> bool {
         self.layers().all(Matcher::is_empty)
+    }
+
+    /// Entries by source: `(config, files)` (`lists.allow`/`lists.block`, then list files).
+    pub fn len_by_source(&self) -> (usize, usize) {
+        let files = self.files.iter().map(|f| f.matcher.len()).sum();
+        (self.inline.len(), files)
     }
 
     /// Every entry with its source, layer by layer.
@@ -262,9 +268,24 @@ pub struct Route {
     pub methods: Vec<Method>,
     pub kind: RouteKind,
     pub sources: Vec<SourceSpec>,
+    /// Per source: the token check of a `jwt`/`userinfo` source (`oauth`), else `None`.
+    pub tokens: Vec<Option<TokenCheck>>,
     pub optional: bool,
     pub pass_safe_methods: bool,
     pub body_limit: usize,
+    /// `enforce`, or `shadow` (denials are recorded as `would_deny` and forwarded): the
+    /// route's own `mode`, else the config's.
+    pub mode: Mode,
+}
+
+/// How the value of a token source becomes an identifier.
+#[derive(Debug, Clone)]
+pub struct TokenCheck {
+    /// Shared across reloads while its config is unchanged (it holds the JWKS and userinfo
+    /// caches).
+    pub verifier: Arc<crate::oauth::Verifier>,
+    /// The value is an `Authorization` header: `Bearer <token>`.
+    pub bearer: bool,
 }
 
 impl Route {
@@ -516,6 +537,7 @@ pub fn compile_reusing(
                     Location::Form(f) => extract::Location::Form(f.clone()),
                     Location::Multipart(f) => extract::Location::Multipart(f.clone()),
                     Location::Query(q) => extract::Location::Query(q.clone()),
+                    Location::Cookie(c) => extract::Location::Cookie(c.clone()),
                     Location::Header(h) => match http::HeaderName::from_bytes(h.as_bytes()) {
                         Ok(h) => extract::Location::Header(h),
                         Err(_) => {
@@ -530,15 +552,42 @@ pub fn compile_reusing(
                 })
             })
             .collect();
+        let mut tokens = Vec::with_capacity(r.identifier.len());
+        for (k, s) in r.identifier.iter().enumerate() {
+            let Some(t) = &s.token else {
+                tokens.push(None);
+                continue;
+            };
+            let kept = previous
+                .into_iter()
+                .flat_map(|p| p.routes.iter())
+                .flat_map(|r| r.tokens.iter().flatten())
+                .find(|c| c.verifier.built_from(t))
+                .map(|c| c.verifier.clone());
+            let verifier = match kept {
+                Some(v) => v,
+                None => match crate::oauth::Verifier::new(t) {
+                    Ok(v) => Arc::new(v),
+                    Err(m) => {
+                        errors.push(format!("routes[{i}].identifier[{k}]: {m}"));
+                        continue;
+                    }
+                },
+            };
+            let bearer = matches!(&s.location, Location::Header(h) if h == "authorization");
+            tokens.push(Some(TokenCheck { verifier, bearer }));
+        }
         routes.push(Route {
             name: Arc::from(r.name.as_str()),
             path: r.path.clone(),
             methods,
             kind: r.kind,
             sources,
+            tokens,
             optional: r.optional,
             pass_safe_methods: r.pass_safe_methods,
             body_limit: usize::try_from(r.body_limit_or(&cfg.limits)).unwrap_or(usize::MAX),
+            mode: r.mode.unwrap_or(cfg.mode),
         });
     }
 

@@ -284,7 +284,7 @@ impl SqliteStore {
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM entries WHERE list = ?1 \
-                         ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3"
+                         ORDER BY created_at DESC, rowid DESC LIMIT ?2 OFFSET ?3"
                     ))
                     .map_err(unavailable)?;
                 let rows = stmt

@@ -73,6 +73,28 @@ mod tests {
     const PATH: &str = "/v1/allowlist_identifiers";
 
     #[tokio::test]
+    async fn create_respects_max_entries_across_sources() {
+        // One entry from the config, one through the API: the third is refused, nothing written.
+        let k = kit(
+            "lists:\n  max_entries: 2\n  allow: [\"cfg@x.com\"]\n",
+            "",
+            "",
+        );
+        let a = k
+            .call("POST", PATH, Some(r#"{"identifier":"one@x.com"}"#))
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        let a = k
+            .call("POST", PATH, Some(r#"{"identifier":"two@x.com"}"#))
+            .await;
+        assert_eq!(a.status, 422, "{a:?}");
+        assert_eq!(a.code(), "form_param_value_invalid");
+        assert!(a.long_message().contains("max_entries"), "{a:?}");
+        let listed = k.call("GET", &format!("{PATH}?paginated=true"), None).await;
+        assert_eq!(listed.json["total_count"], 2, "nothing written: {listed:?}");
+    }
+
+    #[tokio::test]
     async fn create_returns_the_resource() {
         let k = kit("", "", "");
         let a = k

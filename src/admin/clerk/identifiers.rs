@@ -163,6 +163,20 @@ pub async fn create(
         }
         .into());
     }
+    // `lists.max_entries` caps each list across config, files and the store. (Concurrent
+    // creates may overshoot by their number in flight; the Magic API's bulk calls check inside
+    // the store transaction.)
+    let held = snap.config_list(list).len() + snap.store.read(list).len();
+    if held >= snap.max_entries {
+        return Err(ClerkError::ParamValueInvalid {
+            param: "identifier".into(),
+            long_message: format!(
+                "the {list} list already holds {held} entries, the limit set by lists.max_entries ({}); raise it in the config or remove entries first",
+                snap.max_entries
+            ),
+        }
+        .into());
+    }
     let new = NewEntry {
         identifier: display.clone(),
         key,

@@ -1,0 +1,169 @@
+//! Userinfo lookups: the access token is sent as `Authorization: Bearer` to the provider's
+//! userinfo endpoint (configured, or discovered from the issuer) and the identifier read from
+//! the answer — at a JSON pointer with an optional verified flag, or GitHub's `/user/emails`
+//! list (the primary verified address). Answers are cached by the SHA-256 of the token (never
+//! the token itself) for `cache_ttl`, in a map bounded to `cache_size` entries; a provider
+//! that refused the token is cached too, an unreachable provider never.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use aws_lc_rs::digest;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::OAuthError;
+use super::http::Fetcher;
+use super::jwks::discover;
+use super::jwt::Verified;
+use crate::config::{UserinfoFormat, UserinfoSource};
+
+type Cached = (Instant, Result<Verified, &'static str>);
+
+/// Looks up access tokens for one `userinfo` source.
+pub struct UserinfoVerifier {
+    config: UserinfoSource,
+    fetcher: Fetcher,
+    endpoint: Mutex<Option<String>>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+impl std::fmt::Debug for UserinfoVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserinfoVerifier")
+            .field("url", &self.config.url)
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserinfoVerifier {
+    pub fn new(config: &UserinfoSource) -> Result<UserinfoVerifier, String> {
+        Ok(UserinfoVerifier {
+            fetcher: Fetcher::new(config.fetch.ca.as_deref(), config.fetch.timeout)?,
+            endpoint: Mutex::new(config.url.clone()),
+            cache: Mutex::new(HashMap::new()),
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &UserinfoSource {
+        &self.config
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Verified, OAuthError> {
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+        let now = Instant::now();
+        {
+            let cache = self.cache.lock().await;
+            if let Some((at, r)) = cache.get(&hash)
+                && now.duration_since(*at) < self.config.cache_ttl
+            {
+                return r.clone().map_err(OAuthError::Invalid);
+            }
+        }
+        let result = self.lookup(token).await;
+        let cached = match &result {
+            Ok(v) => Ok(v.clone()),
+            Err(OAuthError::Invalid(r)) => Err(*r),
+            Err(OAuthError::Unavailable(_)) => return result,
+        };
+        let mut cache = self.cache.lock().await;
+        if cache.len() >= self.config.cache_size {
+            let ttl = self.config.cache_ttl;
+            cache.retain(|_, (at, _)| now.duration_since(*at) < ttl);
+            if cache.len() >= self.config.cache_size {
+                // Still full of live entries: drop the oldest.
+                if let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k) {
+                    cache.remove(&oldest);
+                }
+            }
+        }
+        if self.config.cache_size > 0 {
+            cache.insert(hash, (now, cached));
+        }
+        result
+    }
+
+    async fn endpoint(&self) -> Result<String, OAuthError> {
+        let mut ep = self.endpoint.lock().await;
+        if let Some(u) = ep.as_ref() {
+            return Ok(u.clone());
+        }
+        let issuer = self.config.issuer.as_deref().unwrap_or_default();
+        let meta = discover(&self.fetcher, issuer).await?;
+        let u = meta
+            .get("userinfo_endpoint")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                OAuthError::Unavailable(format!("{issuer}: discovery has no userinfo_endpoint"))
+            })?
+            .to_owned();
+        *ep = Some(u.clone());
+        Ok(u)
+    }
+
+    async fn lookup(&self, token: &str) -> Result<Verified, OAuthError> {
+        if token.is_empty() || token.chars().any(|c| !c.is_ascii_graphic()) {
+            return Err(OAuthError::Invalid("malformed access token"));
+        }
+        let url = self.endpoint().await?;
+        let got = self.fetcher.get(&url, Some(token)).await?;
+        match got.status.as_u16() {
+            200..=299 => {}
+            400 | 401 | 403 => {
+                return Err(OAuthError::Invalid("the provider refused the access token"));
+            }
+            s => {
+                return Err(OAuthError::Unavailable(format!(
+                    "userinfo {url}: status {s}"
+                )));
+            }
+        }
+        let body: Value = serde_json::from_slice(&got.body)
+            .map_err(|e| OAuthError::Unavailable(format!("userinfo {url}: {e}")))?;
+        read(&self.config, &body)
+    }
+}
+
+/// Reads the identifier (and `sub`, if any) out of a userinfo answer.
+pub fn read(c: &UserinfoSource, body: &Value) -> Result<Verified, OAuthError> {
+    let sub = match body.get("sub") {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let identifier = match c.format {
+        UserinfoFormat::GithubEmails => {
+            let list = body
+                .as_array()
+                .ok_or(OAuthError::Invalid("the emails answer is not a list"))?;
+            list.iter()
+                .find(|e| {
+                    e.get("primary") == Some(&Value::Bool(true))
+                        && e.get("verified") == Some(&Value::Bool(true))
+                })
+                .and_then(|e| e.get("email"))
+                .and_then(Value::as_str)
+                .ok_or(OAuthError::Invalid(
+                    "the account has no primary verified email",
+                ))?
+                .to_owned()
+        }
+        UserinfoFormat::Object => {
+            let id = match body.pointer(&c.field) {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(OAuthError::Invalid("the userinfo answer has no identifier")),
+            };
+            if let Some(f) = &c.verified_field
+                && body.pointer(f) != Some(&Value::Bool(true))
+            {
+                return Err(OAuthError::Invalid(
+                    "the provider does not say the identifier is verified",
+                ));
+            }
+            id
+        }
+    };
+    Ok(Verified { identifier, sub })
+}

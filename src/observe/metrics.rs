@@ -1,0 +1,279 @@
+//! Prometheus metrics (the `prometheus-client` crate): one [`Metrics`] per running gate, shared
+//! by the proxy (decisions, refusals, durations, upstream errors), the reloader (reload
+//! outcomes) and the admin listener, which encodes it at `GET /metrics`.
+//!
+//! Labels are `&'static str` or the route's `Arc<str>` name (a reference-count bump, no
+//! allocation); a family allocates only the first time it sees a label set.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A route name as a label value (no copy of the string).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteName(pub Arc<str>);
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+/// `idgate_decisions_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub route: RouteName,
+    /// `allow`, `deny` or `would_deny` (shadow mode).
+    pub outcome: &'static str,
+    /// `blocklist`, `allowlist`, `subaddress`, `disposable`, or `none` when allowed.
+    pub reason: &'static str,
+    pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrafficLabels {
+    traffic: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListLabels {
+    list: &'static str,
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+/// Which traffic a request was: on a gated route, or streamed through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    Gated,
+    Ungated,
+}
+
+/// Every metric of the gate, registered once.
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    refusals: Family<CauseLabels, Counter>,
+    duration: Family<TrafficLabels, Histogram, fn() -> Histogram>,
+    upstream_errors: Family<KindLabels, Counter>,
+    reloads: Family<OutcomeLabels, Counter>,
+    list_entries: Family<ListLabels, Gauge>,
+    generation: Gauge,
+    store_ops: Family<OpLabels, Histogram, fn() -> Histogram>,
+    audit_dropped: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~6.5 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 17,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family under the `idgate_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("idgate");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Decisions on gated requests, one per identifier, by route, outcome, reason and mode",
+            decisions.clone(),
+        );
+        let refusals = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests the gate answered itself with an error (400, 405, 408, 413, 415, 502, 503, 504) by cause",
+            refusals.clone(),
+        );
+        let duration = Family::<TrafficLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request's arrival to the response head, gated and ungated traffic",
+            duration.clone(),
+        );
+        let upstream_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by kind (connect, connect_timeout, response_timeout, other)",
+            upstream_errors.clone(),
+        );
+        let reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Config and list-file reloads by outcome (applied, unchanged, rejected)",
+            reloads.clone(),
+        );
+        let list_entries = Family::<ListLabels, Gauge>::default();
+        registry.register(
+            "list_entries",
+            "Entries per list (allow, block) and source (config, files, store)",
+            list_entries.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "snapshot_generation",
+            "Generation of the snapshot the gate serves",
+            generation.clone(),
+        );
+        let store_ops = Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "store_op_duration_seconds",
+            "Admin store operations, from the call to its durable, enforced result",
+            store_ops.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped_lines",
+            "Audit lines dropped because the writer fell behind",
+            audit_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            decisions,
+            refusals,
+            duration,
+            upstream_errors,
+            reloads,
+            list_entries,
+            generation,
+            store_ops,
+            audit_dropped,
+        }
+    }
+
+    /// One decision on one identifier.
+    pub fn decision(&self, labels: &DecisionLabels) {
+        self.decisions.get_or_create(labels).inc();
+    }
+
+    /// An answer of the gate's own: `cause` is the error code (`bad_json`, `busy`, …).
+    pub fn refusal(&self, cause: &'static str, status: u16) {
+        self.refusals
+            .get_or_create(&CauseLabels { cause, status })
+            .inc();
+    }
+
+    /// Time to the response head.
+    pub fn request_duration(&self, traffic: Traffic, elapsed: Duration) {
+        let traffic = match traffic {
+            Traffic::Gated => "gated",
+            Traffic::Ungated => "ungated",
+        };
+        self.duration
+            .get_or_create(&TrafficLabels { traffic })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// `kind`: `connect`, `connect_timeout`, `response_timeout` or `other`.
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// `outcome`: `applied`, `unchanged` or `rejected`.
+    pub fn reload(&self, outcome: &'static str) {
+        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Sets a list-size gauge (`list`: allow/block; `source`: config/files/store).
+    pub fn list_entries(&self, list: &'static str, source: &'static str, n: usize) {
+        self.list_entries
+            .get_or_create(&ListLabels { list, source })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The served snapshot's generation.
+    pub fn generation(&self, generation: u64) {
+        self.generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// One admin store operation (`op`: e.g. `insert`, `delete`, `bulk`).
+    pub fn store_op(&self, op: &'static str, elapsed: Duration) {
+        self.store_ops
+            .get_or_create(&OpLabels { op })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// An audit line the writer could not take.
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_labels_and_counts() {
+        let m = Metrics::new();
+        let labels = DecisionLabels {
+            route: RouteName(Arc::from("sign-up")),
+            outcome: "would_deny",
+            reason: "blocklist",
+            mode: "shadow",
+        };
+        m.decision(&labels);
+        m.decision(&labels);
+        m.refusal("bad_json", 400);
+        m.request_duration(Traffic::Gated, Duration::from_millis(3));
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"idgate_decisions_total{route="sign-up",outcome="would_deny",reason="blocklist",mode="shadow"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"idgate_refusals_total{cause="bad_json",status="400"} 1"#));
+        assert!(text.contains(r#"idgate_request_duration_seconds_count{traffic="gated"} 1"#));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
