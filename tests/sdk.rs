@@ -8,17 +8,15 @@
 
 mod common;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::Upstream;
+use common::install::{self, root, run};
 use idgate::app::Gate;
 
 const SECRET_KEY: &str = "sk_test_idgate_sdk_2xhFjEI5X2qWRvtV13BzSj8H6Dk";
 const SIGN_UP_PATH: &str = "/api/sign-up";
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The gate's config: no lists from the file, the allowlist off, the blocklist on, one gated
@@ -49,159 +47,6 @@ reload:
   interval: 0s
 "#
     )
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn target_dir() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is `<target dir>/tmp`.
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .map_or_else(|| root().join("target"), Path::to_path_buf)
-}
-
-/// The outcome of a finished child process, with everything it printed.
-struct Run {
-    what: String,
-    ok: bool,
-    status: String,
-    output: String,
-}
-
-impl Run {
-    fn assert_ok(&self) {
-        assert!(
-            self.ok,
-            "{} failed ({}):\n{}",
-            self.what, self.status, self.output
-        );
-    }
-}
-
-/// Runs `cmd` to completion (killing it after `timeout`), stdout and stderr into one log file.
-/// Blocking: call it from `spawn_blocking` so the gate keeps serving.
-fn run(mut cmd: Command, what: &str, log: &Path, timeout: Duration) -> Run {
-    let file = File::create(log).expect("create log file");
-    let err = file.try_clone().expect("clone log file");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::from(err));
-    // The children talk to loopback only: never through a proxy from the environment.
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    let started = Instant::now();
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Run {
-                what: what.to_owned(),
-                ok: false,
-                status: format!("could not start: {e}"),
-                output: String::new(),
-            };
-        }
-    };
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break format!("{s}"),
-            Ok(None) if started.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break format!("killed after {timeout:?}");
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => break format!("wait failed: {e}"),
-        }
-    };
-    let ok = status == "exit status: 0";
-    let output = std::fs::read_to_string(log).unwrap_or_default();
-    Run {
-        what: what.to_owned(),
-        ok,
-        status,
-        output,
-    }
-}
-
-/// Whether `stamp` holds exactly the bytes of `lock` (the last successful install used it).
-fn up_to_date(lock: &Path, stamp: &Path) -> bool {
-    match (std::fs::read(lock), std::fs::read(stamp)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
-/// `npm ci` in tests/sdk/js unless node_modules matches package-lock.json already.
-fn install_js(logs: &Path) {
-    let dir = root().join("tests/sdk/js");
-    let lock = dir.join("package-lock.json");
-    let stamp = dir.join("node_modules/.idgate-installed-lock");
-    if up_to_date(&lock, &stamp) && dir.join("node_modules/@clerk/backend").is_dir() {
-        return;
-    }
-    let mut cmd = Command::new("npm");
-    cmd.args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir);
-    run(
-        cmd,
-        "npm ci (tests/sdk/js)",
-        &logs.join("npm-ci.log"),
-        INSTALL_TIMEOUT,
-    )
-    .assert_ok();
-    std::fs::copy(&lock, &stamp).expect("write the install stamp");
-}
-
-/// A venv at target/sdk-venv with requirements.txt installed (hashes required); returns its
-/// python.
-fn install_py(logs: &Path) -> PathBuf {
-    let reqs = root().join("tests/sdk/py/requirements.txt");
-    let venv = target_dir().join("sdk-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join("idgate-installed-requirements.txt");
-    if up_to_date(&reqs, &stamp) && python.is_file() {
-        return python;
-    }
-    let mut cmd = Command::new("python3");
-    cmd.args(["-m", "venv", "--clear"]).arg(&venv);
-    run(
-        cmd,
-        "python3 -m venv target/sdk-venv",
-        &logs.join("venv.log"),
-        INSTALL_TIMEOUT,
-    )
-    .assert_ok();
-    let mut cmd = Command::new(&python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--require-hashes",
-        "--no-deps",
-        "-r",
-    ])
-    .arg(&reqs);
-    run(
-        cmd,
-        "pip install -r tests/sdk/py/requirements.txt",
-        &logs.join("pip.log"),
-        INSTALL_TIMEOUT,
-    )
-    .assert_ok();
-    std::fs::copy(&reqs, &stamp).expect("write the install stamp");
-    python
 }
 
 /// A fresh upstream and gate (empty store) in a temporary directory.
@@ -258,7 +103,7 @@ async fn clerk_js_sdk_drives_the_admin_api() {
     let logs = env.dir.path().to_path_buf();
     {
         let logs = logs.clone();
-        blocking(move || install_js(&logs)).await;
+        blocking(move || install::npm_ci("tests/sdk/js", "@clerk/backend", &logs)).await;
     }
     let mut cmd = Command::new("node");
     cmd.args(["--test", "--test-reporter=spec", "clerk.test.mjs"])
@@ -290,7 +135,7 @@ async fn clerk_python_sdk_drives_the_admin_api() {
     let logs = env.dir.path().to_path_buf();
     let python = {
         let logs = logs.clone();
-        blocking(move || install_py(&logs)).await
+        blocking(move || install::venv("sdk-venv", "tests/sdk/py/requirements.txt", &logs)).await
     };
     let mut cmd = Command::new(python);
     cmd.args(["-m", "unittest", "-v", "test_clerk"])
