@@ -1,29 +1,16 @@
 //! The admin API's durability with the real binary: what the API acknowledged survives a
 //! restart and a `kill -9` mid-stream, and nothing unacknowledged shows up half-written.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
+
+use common::binary::Binary;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_idgate");
 const KEY: &str = "sk_test_durability";
-
-/// A child process killed on drop.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Running {
-    proc: Proc,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-}
 
 fn config(dir: &Path, upstream: SocketAddr) {
     let text = format!(
@@ -32,36 +19,8 @@ fn config(dir: &Path, upstream: SocketAddr) {
     std::fs::write(dir.join("config.yaml"), text).unwrap();
 }
 
-fn start(dir: &Path) -> Running {
-    let mut proc = Proc(
-        Command::new(BIN)
-            .args(["run", "-c", dir.join("config.yaml").to_str().unwrap()])
-            .env("IDGATE_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = BufReader::new(proc.0.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut line = String::new();
-    loop {
-        assert!(Instant::now() < deadline, "idgate did not start");
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "idgate exited early");
-        if let (Some(p), Some(a)) = (line.split("proxy=[").nth(1), line.split("admin=").nth(1)) {
-            let proxy = p.split(']').next().unwrap().parse().unwrap();
-            let admin = a.split_whitespace().next().unwrap().parse().unwrap();
-            // Keep draining stderr so the child never blocks on a full pipe.
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                while err.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                    sink.clear();
-                }
-            });
-            return Running { proc, proxy, admin };
-        }
-    }
+fn start(dir: &Path) -> Binary {
+    Binary::start(&dir.join("config.yaml"))
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns (status, body).
@@ -226,8 +185,8 @@ fn kill_dash_nine_mid_stream_loses_no_acknowledged_write() {
     std::thread::sleep(Duration::from_millis(1500));
     // SIGKILL: no chance to flush anything.
     let mut g = g;
-    g.proc.0.kill().unwrap();
-    g.proc.0.wait().unwrap();
+    g.child.kill().unwrap();
+    g.child.wait().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();
     let mut maybe = Vec::new();

@@ -1,30 +1,25 @@
 //! `idgate lists import|export|clear` (the real binary) against a running gate (the real
 //! binary), with sign-ups hitting the proxy the whole time.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_idgate");
+use common::binary::{BIN, Binary};
 const KEY: &str = "sk_test_lists_cli";
 const CLIENT: &str = "lists-cli-client";
 
 struct Gate {
-    child: Child,
+    _bin: Binary,
     proxy: String,
     admin: String,
     dir: tempfile::TempDir,
     _rt: tokio::runtime::Runtime,
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start() -> Gate {
@@ -40,34 +35,10 @@ fn start() -> Gate {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .env("IDGATE_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut line = String::new();
-    let (proxy, admin) = loop {
-        assert!(Instant::now() < deadline, "the gate did not start");
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "the gate exited");
-        let pick = |tag: &str, end: char| {
-            let rest = line.split(tag).nth(1)?;
-            Some(rest.split(end).next()?.trim().to_owned())
-        };
-        if let (Some(p), Some(a)) = (pick("proxy=[", ']'), pick("admin=", ' ')) {
-            break (p, a);
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
-    });
+    let bin = Binary::start(&cfg);
+    let (proxy, admin) = (bin.proxy.to_string(), bin.admin.to_string());
     Gate {
-        child,
+        _bin: bin,
         proxy,
         admin,
         dir,

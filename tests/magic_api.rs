@@ -1,31 +1,25 @@
 //! The Magic access-control API against the real `idgate` binary, driven by Magic's documented
 //! curl calls (host and key swapped), with curl sign-ups through the proxy after every call.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_idgate");
+use common::binary::Binary;
 const KEY: &str = "sk_live_06FC010DA25ED4F2";
 /// The client id of Magic's documentation examples.
 const CLIENT: &str = "etjubJsY5Cvn6ukDzJYpd3MEAtgw45oetxxoX1PxvP4=";
 
 /// A running binary (killed on drop) and its addresses.
 struct Gate {
-    child: Child,
+    _bin: Binary,
     proxy: String,
     admin: String,
     _dir: tempfile::TempDir,
     _rt: tokio::runtime::Runtime,
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(extra: &str) -> Gate {
@@ -41,35 +35,10 @@ fn start(extra: &str) -> Gate {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .env("IDGATE_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut line = String::new();
-    let (proxy, admin) = loop {
-        assert!(Instant::now() < deadline, "the gate did not start");
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "the gate exited");
-        let pick = |tag: &str, end: char| {
-            let rest = line.split(tag).nth(1)?;
-            Some(rest.split(end).next()?.trim().to_owned())
-        };
-        if let (Some(p), Some(a)) = (pick("proxy=[", ']'), pick("admin=", ' ')) {
-            break (p, a);
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
-    });
+    let bin = Binary::start(&cfg);
+    let (proxy, admin) = (bin.proxy.to_string(), bin.admin.to_string());
     Gate {
-        child,
+        _bin: bin,
         proxy,
         admin,
         _dir: dir,

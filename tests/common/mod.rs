@@ -2,6 +2,7 @@
 //! ports, and a raw HTTP/1.1 client that sends exactly the bytes a test writes.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod install;
 
 use std::convert::Infallible;
