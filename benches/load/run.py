@@ -200,6 +200,7 @@ def main():
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
     idgate = os.path.join(ROOT, "target", "release", "idgate")
     work = tempfile.mkdtemp(prefix="idgate-load-")
+    os.chmod(work, 0o755)  # nginx's workers (nobody) read the 4 KiB body from here
     procs = []
     try:
         up, ng, ig, admin = free_port(), free_port(), free_port(), free_port()

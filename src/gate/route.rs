@@ -44,6 +44,25 @@ impl RouteTable {
         if self.paths.is_empty() {
             return PathMatch::Ungated;
         }
+        // The common case: a plain path whose normal form is its own ASCII-lowercase spelling
+        // (minus a trailing slash and a format suffix) is matched without allocating.
+        if let Some(core) = plain_core(raw_path) {
+            return match self.paths.iter().find(|(p, _)| {
+                let p = p.strip_prefix('/').unwrap_or(p);
+                p.eq_ignore_ascii_case(core)
+            }) {
+                Some((_, idx)) => PathMatch::Gated(*idx),
+                None => PathMatch::Ungated,
+            };
+        }
+        self.find_normalized(raw_path)
+    }
+
+    /// [`RouteTable::find`] by full normalization (every spelling).
+    fn find_normalized(&self, raw_path: &str) -> PathMatch {
+        if self.paths.is_empty() {
+            return PathMatch::Ungated;
+        }
         let suspicious = is_suspicious(raw_path);
         let normalized = normalize(raw_path);
         if let Some(idx) = self.exact(&normalized) {
@@ -82,6 +101,44 @@ impl RouteTable {
                     && (p == "/" || normalized.as_bytes().get(p.len()) == Some(&b'/')))
         })
     }
+}
+
+/// For a *plain* path — starting with `/`, no `%`, `;`, `\`, whitespace or control
+/// characters, no empty segment (but one trailing `/`), no `.` or `..` segment — the slice `c`
+/// such that `normalize(raw) == "/" + c.to_ascii_lowercase()`: the path without its leading
+/// and trailing slash, and with the format suffix and trailing dots of its last segment cut
+/// (both are prefixes, so no allocation). `None` for any other path, which then goes through
+/// [`normalize`]. A proptest holds the two equal.
+fn plain_core(raw: &str) -> Option<&str> {
+    let b = raw.as_bytes();
+    if b.first() != Some(&b'/')
+        || b.iter().any(|&c| {
+            matches!(c, b'%' | b';' | b'\\' | b' ' | b'\t' | 0x7f) || !(0x20..0x80).contains(&c)
+        })
+    {
+        return None;
+    }
+    let body = &raw[1..];
+    let body = body.strip_suffix('/').unwrap_or(body);
+    if body.is_empty() {
+        return Some(body);
+    }
+    if body.split('/').any(|s| matches!(s, "" | "." | "..")) {
+        return None;
+    }
+    let start = body.rfind('/').map_or(0, |i| i + 1);
+    let last = &body[start..];
+    let mut end = last.len();
+    if let Some(dot) = last.rfind('.') {
+        let ext = &last[dot + 1..];
+        if dot > 0 && !ext.is_empty() && ext.bytes().all(|c| c.is_ascii_alphanumeric()) {
+            end = dot;
+        }
+    }
+    while end > 1 && last.as_bytes().get(end - 1) == Some(&b'.') {
+        end -= 1;
+    }
+    body.get(..start + end)
 }
 
 /// True when the raw path contains a spelling that frameworks disagree on.
@@ -222,7 +279,42 @@ mod tests {
         assert_eq!(RouteTable::default().find("/api%2F"), PathMatch::Ungated);
     }
 
+    #[test]
+    fn plain_paths_skip_normalization() {
+        for (raw, core) in [
+            ("/", Some("")),
+            ("/api/sign-up/", Some("api/sign-up")),
+            ("/API/Sign-Up.json", Some("API/Sign-Up")),
+            ("/static/app.min.js", Some("static/app.min")),
+            ("/a/b.", Some("a/b")),
+            ("/.well-known", Some(".well-known")),
+            ("/a//b", None),
+            ("/a/../b", None),
+            ("/a/./b", None),
+            ("/a%2Fb", None),
+            ("/a;x=1", None),
+            ("a/b", None),
+            ("", None),
+        ] {
+            assert_eq!(plain_core(raw), core, "plain_core({raw:?})");
+        }
+    }
+
     proptest::proptest! {
+        /// The allocation-free path agrees with full normalization on every input.
+        #[test]
+        fn fast_path_agrees_with_normalization(raw in "[/a-zA-Z0-9._~;%\\\\ -]{0,24}") {
+            let t = RouteTable::new(["/api/sign-up", "/a", "/", "/x.y/z"]);
+            let t2 = RouteTable::new(["/api/sign-up", "/a/b"]);
+            for t in [&t, &t2] {
+                proptest::prop_assert_eq!(t.find(&raw), t.find_normalized(&raw));
+            }
+            if let Some(core) = plain_core(&raw) {
+                proptest::prop_assert_eq!(format!("/{}", core.to_ascii_lowercase()), normalize(&raw));
+            }
+        }
+
+
         #[test]
         fn normalize_never_panics_and_is_idempotent(raw in "\\PC{0,40}", bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
             let once = normalize(&raw);

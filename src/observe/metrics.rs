@@ -81,7 +81,10 @@ pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
     refusals: Family<CauseLabels, Counter>,
-    duration: Family<TrafficLabels, Histogram, fn() -> Histogram>,
+    /// The two `request_duration_seconds` series, resolved once (the family is in the
+    /// registry): no label hashing or family lock per request.
+    duration_gated: Histogram,
+    duration_ungated: Histogram,
     upstream_errors: Family<KindLabels, Counter>,
     reloads: Family<OutcomeLabels, Counter>,
     list_entries: Family<ListLabels, Gauge>,
@@ -165,11 +168,18 @@ impl Metrics {
             "Audit lines dropped because the writer fell behind",
             audit_dropped.clone(),
         );
+        let duration_gated = duration
+            .get_or_create(&TrafficLabels { traffic: "gated" })
+            .clone();
+        let duration_ungated = duration
+            .get_or_create(&TrafficLabels { traffic: "ungated" })
+            .clone();
         Metrics {
             registry,
             decisions,
             refusals,
-            duration,
+            duration_gated,
+            duration_ungated,
             upstream_errors,
             reloads,
             list_entries,
@@ -193,13 +203,11 @@ impl Metrics {
 
     /// Time to the response head.
     pub fn request_duration(&self, traffic: Traffic, elapsed: Duration) {
-        let traffic = match traffic {
-            Traffic::Gated => "gated",
-            Traffic::Ungated => "ungated",
+        let histogram = match traffic {
+            Traffic::Gated => &self.duration_gated,
+            Traffic::Ungated => &self.duration_ungated,
         };
-        self.duration
-            .get_or_create(&TrafficLabels { traffic })
-            .observe(elapsed.as_secs_f64());
+        histogram.observe(elapsed.as_secs_f64());
     }
 
     /// `kind`: `connect`, `connect_timeout`, `response_timeout` or `other`.

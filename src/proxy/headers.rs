@@ -2,35 +2,52 @@
 //! `Connection` header lists) are removed, `X-Original-URL`-style override headers are removed,
 //! and `X-Forwarded-For/Proto/Host` are set.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+// Names are parsed once, at compile time: a `&str` name would be validated on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Headers that only describe one connection (RFC 9110 §7.6.1 and common practice).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Headers some frameworks (Symfony, IIS, Zend) use to rewrite the path after routing: an
 /// attacker could reach a gated handler through an ungated path with them.
-const PATH_OVERRIDES: [&str; 6] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-override-url",
-    "x-original-uri",
-    "x-forwarded-uri",
-    "x-forwarded-path",
+const PATH_OVERRIDES: [HeaderName; 6] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-override-url"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-forwarded-path"),
 ];
 
 /// Removes the hop-by-hop headers (and those listed in `Connection`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        strip_listed(headers);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers a `Connection` header names.
+fn strip_listed(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -41,9 +58,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
 }
 
 /// Rewrites a request's headers for the upstream. With `upgrade`, the WebSocket upgrade
@@ -51,29 +65,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn to_upstream(headers: &mut HeaderMap, peer: IpAddr, upgrade: Option<HeaderValue>) {
     let host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(headers);
-    for name in PATH_OVERRIDES {
+    for name in &PATH_OVERRIDES {
         headers.remove(name);
     }
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto);
     }
-    let peer = peer.to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer,
-    };
-    // All values below are built from visible ASCII, so these conversions cannot fail.
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    // One buffer, written in place (no intermediate Strings); the prior value is visible
+    // ASCII (`to_str` succeeded) and an IP address is too, so the conversion cannot fail.
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| !p.trim().is_empty());
+    let mut xff = BytesMut::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prior) = prior {
+        xff.extend_from_slice(prior.as_bytes());
+        xff.extend_from_slice(b", ");
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let _ = write!(xff, "{peer}");
+    if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     match host {
         Some(h) => {
-            headers.insert("x-forwarded-host", h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
         None => {
-            headers.remove("x-forwarded-host");
+            headers.remove(X_FORWARDED_HOST);
         }
     }
 }

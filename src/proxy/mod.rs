@@ -138,8 +138,9 @@ impl Proxy {
     /// Answers one request: forwarded, denied or refused.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
         let snap = self.snapshots.load_full();
+        // For the log line of a refusal: a clone of the URI shares its bytes (no copy).
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let uri = req.uri().clone();
         let started = Instant::now();
         let mut traffic = Traffic::Ungated;
         let result = self.dispatch(&snap, req, peer, &mut traffic).await;
@@ -153,6 +154,7 @@ impl Proxy {
                 if let Some(kind) = upstream_kind(&err) {
                     metrics.upstream_error(kind);
                 }
+                let path = uri.path();
                 if status.is_server_error() {
                     tracing::warn!(%method, %path, %peer, status = status.as_u16(), error = %err, "proxy error");
                 } else {
