@@ -210,7 +210,10 @@ impl Gate {
         // Metrics and the audit log, shared by the proxy, the reloader and the admin listener.
         let metrics = Arc::new(crate::observe::Metrics::new());
         let audit = crate::observe::AuditLog::start(&cfg.audit, metrics.clone())?;
-        let observer = Arc::new(crate::observe::Observer::new(metrics.clone(), audit));
+        let observer = Arc::new(
+            crate::observe::Observer::new(metrics.clone(), audit)
+                .with_request_ids(crate::observe::RequestIds::new(&cfg.request_id)),
+        );
         reloader.set_metrics(metrics);
         let proxy = Arc::new(
             Proxy::new(snapshots.clone(), settings, &tls_setup.upstream)

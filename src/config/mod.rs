@@ -55,6 +55,9 @@ pub struct Config {
     pub mode: Mode,
     /// `audit`: one JSON line per gated decision (off unless `audit.output` is set).
     pub audit: Audit,
+    /// `request_id`: the header carrying each request's id, and whether a client's value is
+    /// trusted (process setting; not reloaded).
+    pub request_id: RequestId,
 }
 
 /// One proxy listener.
@@ -306,6 +309,26 @@ pub enum AuditOutput {
     Stdout,
     /// A file, appended to (relative paths are resolved against the config's directory).
     File(PathBuf),
+}
+
+/// `request_id: { header, trust }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId {
+    /// Read (when trusted), set on the request to the upstream and on every answer.
+    /// Default `x-request-id`.
+    pub header: http::HeaderName,
+    /// Reuse the incoming value (a trusted proxy in front sets it). Default `false`: every
+    /// request gets a fresh id and a client's value is replaced.
+    pub trust: bool,
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId {
+            header: http::HeaderName::from_static("x-request-id"),
+            trust: false,
+        }
+    }
 }
 
 /// The audit log settings.

@@ -32,6 +32,7 @@ pub(super) struct RawConfig {
     pub store: Option<RawStore>,
     pub mode: Option<Mode>,
     pub audit: Option<RawAudit>,
+    pub request_id: Option<S<RawRequestId>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,6 +251,13 @@ impl std::fmt::Debug for RawAudit {
             .field("hmac_key", &format_args!("[redacted]"))
             .finish()
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequestId {
+    pub header: Option<S<String>>,
+    pub trust: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -823,3 +823,33 @@ fn warnings() {
         }
     }
 }
+
+#[test]
+fn request_id_key() {
+    let d = parse(BASE).unwrap().request_id;
+    assert_eq!(d, RequestId::default());
+    assert_eq!(d.header.as_str(), "x-request-id");
+    assert!(!d.trust);
+    let c = parse(&format!(
+        "{BASE}request_id:\n  header: X-Correlation-Id\n  trust: true\n"
+    ))
+    .unwrap();
+    assert_eq!(c.request_id.header.as_str(), "x-correlation-id");
+    assert!(c.request_id.trust);
+    for (value, fragment) in [
+        ("\"bad name\"", "not a valid header name"),
+        ("Authorization", "credential"),
+        ("Cookie", "credential"),
+        ("Host", "hop-by-hop"),
+    ] {
+        let errors = invalid(&format!("{BASE}request_id:\n  header: {value}\n"));
+        assert_eq!(errors.len(), 1, "{value}: {errors:#?}");
+        assert_eq!(errors[0].path, "request_id.header");
+        assert!(errors[0].message.contains(fragment), "{errors:?}");
+        assert_eq!(errors[0].line, Some(BASE_LINES + 2));
+    }
+    match parse(&format!("{BASE}request_id:\n  trusted: true\n")) {
+        Err(ConfigError::Parse { message, .. }) => assert!(message.contains("trusted")),
+        other => panic!("unknown keys are refused: {other:?}"),
+    }
+}

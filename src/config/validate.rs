@@ -13,8 +13,8 @@ use super::token;
 use super::units::{self, RawSize};
 use super::{
     Admin, Audit, AuditIdentifiers, AuditOutput, Config, Deny, FieldError, IdentifierSource,
-    Identifiers, Limits, ListFiles, Listener, Lists, Location, Reload, Restrictions, Route,
-    ServerTls, Store, Timeouts, TlsFiles, UpstreamTls,
+    Identifiers, Limits, ListFiles, Listener, Lists, Location, Reload, RequestId, Restrictions,
+    Route, ServerTls, Store, Timeouts, TlsFiles, UpstreamTls,
 };
 
 /// Largest accepted `limits.max_json_depth` (serde_json's own recursion limit).
@@ -69,6 +69,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
     let reload = reload(&raw, &mut e);
     let store = store(&raw, base, &mut e);
     let audit = audit(&raw, base, &mut e);
+    let request_id = request_id(&raw, &mut e);
 
     let restrictions = raw
         .restrictions
@@ -108,6 +109,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
             store,
             mode: raw.mode.unwrap_or_default(),
             audit,
+            request_id,
         }),
         _ => Err(e.0),
     }
@@ -937,6 +939,64 @@ fn audit(raw: &RawConfig, base: &Path, e: &mut Errors) -> Audit {
         output,
         identifiers,
         hmac_key,
+    }
+}
+
+/// Headers that cannot carry a request id: hop-by-hop ones (removed on the way), the ones the
+/// gate sets itself, and ones holding credentials (the id is logged).
+const NOT_REQUEST_ID: [&str; 24] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "content-type",
+    "location",
+];
+
+fn request_id(raw: &RawConfig, e: &mut Errors) -> RequestId {
+    let d = RequestId::default();
+    let Some(r) = &raw.request_id else {
+        return d;
+    };
+    let header = match &r.value.header {
+        None => d.header,
+        Some(h) => match http::HeaderName::from_bytes(h.value.trim().as_bytes()) {
+            Ok(name) if NOT_REQUEST_ID.contains(&name.as_str()) => {
+                e.at(
+                    "request_id.header",
+                    h,
+                    "cannot be a hop-by-hop, credential or forwarding header",
+                );
+                d.header
+            }
+            Ok(name) => name,
+            Err(_) => {
+                e.at("request_id.header", h, "is not a valid header name");
+                d.header
+            }
+        },
+    };
+    RequestId {
+        header,
+        trust: r.value.trust.unwrap_or(d.trust),
     }
 }
 

@@ -129,14 +129,24 @@ fn plain_core(raw: &str) -> Option<&str> {
     let start = body.rfind('/').map_or(0, |i| i + 1);
     let last = &body[start..];
     let mut end = last.len();
-    if let Some(dot) = last.rfind('.') {
-        let ext = &last[dot + 1..];
-        if dot > 0 && !ext.is_empty() && ext.bytes().all(|c| c.is_ascii_alphanumeric()) {
-            end = dot;
+    loop {
+        let before = end;
+        while end > 1 && last.as_bytes().get(end - 1) == Some(&b'.') {
+            end -= 1;
+        }
+        let cur = last.get(..end).unwrap_or("");
+        if let Some(dot) = cur.rfind('.') {
+            let ext = &cur[dot + 1..];
+            if dot > 0 && !ext.is_empty() && ext.bytes().all(|c| c.is_ascii_alphanumeric()) {
+                end = dot;
+            }
+        }
+        if end == before {
+            break;
         }
     }
-    while end > 1 && last.as_bytes().get(end - 1) == Some(&b'.') {
-        end -= 1;
+    if last.get(..end) == Some(".") {
+        return None;
     }
     body.get(..start + end)
 }
@@ -195,17 +205,29 @@ pub fn normalize(raw: &str) -> String {
             s => segments.push(s.to_ascii_lowercase()),
         }
     }
-    if let Some(last) = segments.last_mut() {
-        if let Some(dot) = last.rfind('.') {
-            let ext = &last[dot + 1..];
-            if dot > 0 && !ext.is_empty() && ext.bytes().all(|c| c.is_ascii_alphanumeric()) {
-                last.truncate(dot);
+    // A last segment cut down to `.` (`..a` → `.`) is a dot segment: drop it and cut the new last.
+    while let Some(last) = segments.last_mut() {
+        // Format suffixes and trailing dots (`/sign-up.`, dropped by some frameworks too) are
+        // cut until none is left, so the normal form is a fixed point (`/a.b.`, `/a.b.c` → `/a`).
+        loop {
+            let before = last.len();
+            while (last.ends_with('.') && last.len() > 1) || last.ends_with([' ', '\t']) {
+                last.pop();
+            }
+            if let Some(dot) = last.rfind('.') {
+                let ext = &last[dot + 1..];
+                if dot > 0 && !ext.is_empty() && ext.bytes().all(|c| c.is_ascii_alphanumeric()) {
+                    last.truncate(dot);
+                }
+            }
+            if last.len() == before {
+                break;
             }
         }
-        // A trailing dot (`/sign-up.`) is dropped by some frameworks too.
-        while last.ends_with('.') && last.len() > 1 {
-            last.pop();
+        if !matches!(last.as_str(), "." | "") {
+            break;
         }
+        segments.pop();
     }
     let mut out = String::with_capacity(raw.len() + 1);
     for s in &segments {
@@ -285,7 +307,7 @@ mod tests {
             ("/", Some("")),
             ("/api/sign-up/", Some("api/sign-up")),
             ("/API/Sign-Up.json", Some("API/Sign-Up")),
-            ("/static/app.min.js", Some("static/app.min")),
+            ("/static/app.min.js", Some("static/app")),
             ("/a/b.", Some("a/b")),
             ("/.well-known", Some(".well-known")),
             ("/a//b", None),
@@ -298,6 +320,30 @@ mod tests {
         ] {
             assert_eq!(plain_core(raw), core, "plain_core({raw:?})");
         }
+    }
+
+    /// Found by `fuzz/` (route_normalize): a trailing dot hid a second format suffix.
+    #[test]
+    fn normalize_is_a_fixed_point_with_stacked_suffixes_and_dots() {
+        for raw in [
+            "/pa.a.\0//\u{11}x",
+            "/pa.a.",
+            "/x.y.z",
+            "/api/sign-up.json.",
+            "/a.b..c.",
+            "/x//*a/..a",
+            "/a.b/..a",
+            "/...a",
+            "/c//sign .ugx",
+            "/a/ .b",
+        ] {
+            let once = normalize(raw);
+            assert_eq!(normalize(&once), once, "{raw:?}");
+        }
+        assert_eq!(normalize("/api/sign-up.json."), "/api/sign-up");
+        let t = RouteTable::new(["/api/sign-up"]);
+        assert_eq!(t.find("/api/sign-up.json."), PathMatch::Gated(0));
+        assert_eq!(t.find("/api/sign-up.a.b"), PathMatch::Gated(0));
     }
 
     proptest::proptest! {

@@ -1,5 +1,5 @@
-//! What operators see of the data path: Prometheus [`metrics`] and the [`audit`] log, held
-//! together by one [`Observer`] per running gate.
+//! What operators see of the data path: Prometheus [`metrics`], the [`audit`] log and
+//! [`request_id`]s, held together by one [`Observer`] per running gate.
 //!
 //! The proxy records into an `Observer`; the reloader counts reload outcomes in its
 //! [`Metrics`]; the admin listener encodes the metrics at `/metrics`. This module belongs to
@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod metrics;
+pub mod request_id;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,6 +20,7 @@ use crate::snapshot::{Route, Snapshot};
 
 pub use audit::{AuditError, AuditLog, Pseudonymizer};
 pub use metrics::{Metrics, Traffic};
+pub use request_id::RequestIds;
 
 /// The decision's outcome as metrics and the audit log name it.
 pub fn outcome(d: &Decision, mode: Mode) -> &'static str {
@@ -34,6 +36,8 @@ pub fn outcome(d: &Decision, mode: Mode) -> &'static str {
 pub struct Observer {
     pub metrics: Arc<Metrics>,
     pub audit: Option<AuditLog>,
+    /// How each request's id is found or made (`request_id`).
+    pub request_ids: RequestIds,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -47,13 +51,24 @@ impl Default for Observer {
         Observer {
             metrics: Arc::new(Metrics::new()),
             audit: None,
+            request_ids: RequestIds::default(),
         }
     }
 }
 
 impl Observer {
     pub fn new(metrics: Arc<Metrics>, audit: Option<AuditLog>) -> Observer {
-        Observer { metrics, audit }
+        Observer {
+            metrics,
+            audit,
+            request_ids: RequestIds::default(),
+        }
+    }
+
+    /// Finds or makes request ids as `request_id` configures.
+    pub fn with_request_ids(mut self, ids: RequestIds) -> Observer {
+        self.request_ids = ids;
+        self
     }
 
     /// Records one identifier's decision on a gated request: the decision counter, and an

@@ -30,6 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
 
 use crate::config::Mode;
 use crate::gate::decision::{Reason, decide};
@@ -135,18 +136,28 @@ impl Proxy {
         self
     }
 
-    /// Answers one request: forwarded, denied or refused.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    /// Answers one request: forwarded, denied or refused. The request's id (see
+    /// [`crate::observe::request_id`]) goes upstream, back on the answer, in the `request`
+    /// span of every log line and in the audit log.
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
         let snap = self.snapshots.load_full();
+        let ids = &self.observer.request_ids;
+        let request_id = ids.assign(req.headers_mut());
+        // Ours or checked by `acceptable`: visible ASCII, so `to_str` succeeds.
+        let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or(""));
         // For the log line of a refusal: a clone of the URI shares its bytes (no copy).
         let method = req.method().clone();
         let uri = req.uri().clone();
         let started = Instant::now();
         let mut traffic = Traffic::Ungated;
-        let result = self.dispatch(&snap, req, peer, &mut traffic).await;
+        let result = self
+            .dispatch(&snap, req, peer, &request_id, &mut traffic)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
         let metrics = &self.observer.metrics;
         metrics.request_duration(traffic, started.elapsed());
-        match result {
+        let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => {
                 let status = err.status();
@@ -154,6 +165,7 @@ impl Proxy {
                 if let Some(kind) = upstream_kind(&err) {
                     metrics.upstream_error(kind);
                 }
+                // Only the path: the query may carry tokens (`code`, `access_token`, ...).
                 let path = uri.path();
                 if status.is_server_error() {
                     tracing::warn!(%method, %path, %peer, status = status.as_u16(), error = %err, "proxy error");
@@ -162,7 +174,9 @@ impl Proxy {
                 }
                 err.into_response()
             }
-        }
+        };
+        resp.headers_mut().insert(ids.header().clone(), request_id);
+        resp
     }
 
     async fn dispatch(
@@ -170,6 +184,7 @@ impl Proxy {
         snap: &Arc<Snapshot>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        request_id: &HeaderValue,
         traffic: &mut Traffic,
     ) -> Result<Response<RespBody>, ProxyError> {
         if req.headers().get_all(header::HOST).iter().count() > 1 {
@@ -187,15 +202,25 @@ impl Proxy {
             PathMatch::Ungated => {
                 let on_client = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
                 let (parts, body) = req.into_parts();
-                self.forward(snap, parts, Either::Left(body), peer, upgrade, on_client)
-                    .await
+                self.forward(
+                    snap,
+                    parts,
+                    Either::Left(body),
+                    peer,
+                    request_id,
+                    upgrade.zip(on_client),
+                )
+                .await
             }
             PathMatch::Refused => Err(bad(
                 "path_ambiguous",
                 "the path uses an encoding (encoded '/' or '\\', NUL, double encoding) that could reach a gated route",
             )),
             PathMatch::Gated(i) => match snap.routes.get(i) {
-                Some(route) => self.gated(snap, route, req, peer, upgrade.is_some()).await,
+                Some(route) => {
+                    self.gated(snap, route, req, peer, request_id, upgrade.is_some())
+                        .await
+                }
                 None => Err(bad("internal", "route table out of sync")),
             },
         }
@@ -207,6 +232,7 @@ impl Proxy {
         route: &Route,
         req: Request<Incoming>,
         peer: SocketAddr,
+        request_id: &HeaderValue,
         upgrade: bool,
     ) -> Result<Response<RespBody>, ProxyError> {
         let method = req.method();
@@ -225,7 +251,7 @@ impl Proxy {
                 let (parts, body) = req.into_parts();
                 extract::check_passthrough(&parts)?;
                 return self
-                    .forward(snap, parts, Either::Left(body), peer, None, None)
+                    .forward(snap, parts, Either::Left(body), peer, request_id, None)
                     .await;
             }
             return Err(ProxyError::MethodNotAllowed {
@@ -318,8 +344,14 @@ impl Proxy {
                 reason.get_or_insert(r);
             }
             tracing::debug!(route = %route.name, allowed = d.is_allowed(), rule = d.rule.describe(), "decision");
-            self.observer
-                .decided(snap, route, parts.method.as_str(), id, &d, None);
+            self.observer.decided(
+                snap,
+                route,
+                parts.method.as_str(),
+                id,
+                &d,
+                request_id.to_str().ok(),
+            );
         }
         if let Some(reason) = reason {
             if route.mode == Mode::Shadow {
@@ -341,7 +373,7 @@ impl Proxy {
             parts,
             Either::Right(Full::new(bytes)),
             peer,
-            None,
+            request_id,
             None,
         )
         .await
@@ -353,9 +385,13 @@ impl Proxy {
         mut parts: http::request::Parts,
         body: ProxyBody,
         peer: SocketAddr,
-        upgrade: Option<HeaderValue>,
-        on_client: Option<hyper::upgrade::OnUpgrade>,
+        request_id: &HeaderValue,
+        upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
     ) -> Result<Response<RespBody>, ProxyError> {
+        let (upgrade, on_client) = match upgrade {
+            Some((protocol, on_client)) => (Some(protocol), Some(on_client)),
+            None => (None, None),
+        };
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -370,6 +406,11 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upgrading = upgrade.is_some();
         headers::to_upstream(&mut parts.headers, peer.ip(), upgrade);
+        // Again after `to_upstream`: a client's `Connection: x-request-id` strips it there.
+        parts.headers.insert(
+            self.observer.request_ids.header().clone(),
+            request_id.clone(),
+        );
         if parts.extensions.get::<Secure>().is_some() {
             parts
                 .headers

@@ -1,0 +1,161 @@
+//! Request ids: one per proxied request, taken from a trusted proxy's header
+//! (`request_id: { header, trust: true }`) or generated (16 random bytes, hex), set on the
+//! request passed upstream, returned on every answer, and written in log lines (a `request`
+//! span field) and in the audit log's `request_id`.
+//!
+//! A client's value is reused only with `trust: true`, and only when it is 1 to
+//! [`MAX_LEN`] characters of `[A-Za-z0-9._:+/=-]`: anything else (control bytes, quotes,
+//! spaces, a value that could forge a log line) is replaced by a generated id.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::RequestId;
+
+/// The longest id accepted from a trusted header.
+pub const MAX_LEN: usize = 128;
+
+/// How the proxy finds or makes a request's id.
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    header: HeaderName,
+    trust: bool,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds::new(&RequestId::default())
+    }
+}
+
+impl RequestIds {
+    pub fn new(cfg: &RequestId) -> RequestIds {
+        RequestIds {
+            header: cfg.header.clone(),
+            trust: cfg.trust,
+        }
+    }
+
+    /// The header that carries the id (in both directions).
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// The request's id: the trusted header's value when acceptable, else a fresh one. Sets
+    /// it on `headers` (one value, replacing whatever the client sent).
+    pub fn assign(&self, headers: &mut HeaderMap) -> HeaderValue {
+        if self.trust
+            && let Some(v) = single(headers, &self.header)
+            && acceptable(v.as_bytes())
+        {
+            let v = v.clone();
+            // Duplicates were ruled out by `single`; nothing to rewrite.
+            return v;
+        }
+        let id = generate();
+        headers.insert(self.header.clone(), id.clone());
+        id
+    }
+}
+
+/// The header's value when it appears exactly once.
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next()?;
+    all.next().is_none().then_some(first)
+}
+
+/// Whether a client-supplied id is safe to reuse (and to write in logs as is).
+pub fn acceptable(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_LEN
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:+/=-".contains(b))
+}
+
+/// A fresh id: 16 bytes from the OS's random source, as 32 lowercase hex digits. Should the
+/// source fail (it does not on supported systems), the id comes from a process-wide counter
+/// mixed with the time, so a request is never refused for want of an id.
+pub fn generate() -> HeaderValue {
+    let mut raw = [0u8; 16];
+    if getrandom::fill(&mut raw).is_err() {
+        fallback(&mut raw);
+    }
+    let mut hex = [0u8; 32];
+    for (i, b) in raw.iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    // One allocation: the value's own bytes. Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn fallback(raw: &mut [u8; 16]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    raw[..8].copy_from_slice(&n.to_be_bytes());
+    raw[8..].copy_from_slice(&t.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(trust: bool) -> RequestIds {
+        RequestIds::new(&RequestId {
+            header: HeaderName::from_static("x-request-id"),
+            trust,
+        })
+    }
+
+    #[test]
+    fn generated_ids_are_32_hex_digits_and_differ() {
+        let a = generate();
+        let b = generate();
+        assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn untrusted_header_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("client-chosen"));
+        let id = ids(false).assign(&mut h);
+        assert_ne!(id, "client-chosen");
+        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        assert_eq!(h.get("x-request-id"), Some(&id));
+    }
+
+    #[test]
+    fn trusted_header_is_reused_when_acceptable() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("lb-1234.abc"));
+        assert_eq!(ids(true).assign(&mut h), "lb-1234.abc");
+        assert_eq!(h.get("x-request-id").unwrap(), "lb-1234.abc");
+    }
+
+    #[test]
+    fn trusted_header_with_bad_value_or_duplicates_is_replaced() {
+        for bad in ["a b", "x\"y", "", "é", &"a".repeat(MAX_LEN + 1)] {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(bad) {
+                h.insert("x-request-id", v);
+            }
+            let id = ids(true).assign(&mut h);
+            assert_eq!(id.len(), 32, "{bad:?}");
+            assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        }
+        let mut h = HeaderMap::new();
+        h.append("x-request-id", HeaderValue::from_static("one"));
+        h.append("x-request-id", HeaderValue::from_static("two"));
+        let id = ids(true).assign(&mut h);
+        assert_eq!(id.len(), 32);
+        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+    }
+}
