@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestGate, Upstream, config_text, get, post_json, raw};
+use common::{TestGate, get, post_json, raw};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -37,20 +37,7 @@ reload:
 "#;
 
 async fn start() -> TestGate {
-    let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.yaml");
-    common::write(&cfg, &config_text(upstream.addr, HOSTILE));
-    let gate = idgate::app::Gate::start(&cfg).await.expect("gate starts");
-    let addr = gate.proxy_addrs()[0];
-    let admin = gate.admin_addr();
-    TestGate {
-        gate: Some(gate),
-        dir,
-        upstream,
-        addr,
-        admin,
-    }
+    common::start(HOSTILE).await
 }
 
 /// A normal allowed sign-up goes through, and the upstream saw exactly that body.
