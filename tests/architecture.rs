@@ -83,6 +83,13 @@ fn data_path_never_imports_the_control_plane() {
         // The snapshot takes a store *view* (entries, restriction overrides), per DESIGN §4.
         ("snapshot", &["admin", "reload", "proxy", "axum"]),
         (
+            "trigger",
+            &[
+                "admin", "store", "reload", "proxy", "gate", "lists", "snapshot", "tls", "axum",
+                "hyper",
+            ],
+        ),
+        (
             "store",
             &["proxy", "gate", "admin", "reload", "axum", "hyper"],
         ),

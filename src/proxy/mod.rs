@@ -12,6 +12,7 @@
 pub mod error;
 pub mod headers;
 
+use crate::trigger::stopped;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -796,9 +797,4 @@ where
     }
     shutdown(conn.as_mut());
     conn.await
-}
-
-/// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }

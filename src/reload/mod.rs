@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::{self, Config, ConfigError};
 use crate::lists::{ListKind, MatcherBuilder};
 use crate::snapshot::{self, CompileError, Inputs, ListFile, Snapshot, SnapshotHandle, StoreView};
 use crate::store::Change;
+use crate::trigger::{Cause, Triggers};
 
 /// Why a reload (or the first load) failed.
 #[derive(Debug, thiserror::Error)]
@@ -423,80 +423,21 @@ fn watched_dirs(inputs: &Inputs) -> Vec<PathBuf> {
 
 /// Runs the triggers until `stop` turns true: file events (debounced), SIGHUP, the interval.
 pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if ev.is_ok() {
-            let _ = tx.send(());
-        }
-    }) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(
-                "file watching unavailable ({e}); relying on SIGHUP and the periodic re-read"
-            );
-            None
-        }
-    };
-    let mut watching: Vec<PathBuf> = Vec::new();
-    let mut sighup = hangup_signal();
+    let mut triggers = Triggers::new("config reload");
     loop {
         let (dirs, debounce, interval) = {
             let st = reloader.lock();
             (st.watched.clone(), st.debounce, st.interval)
         };
-        if let Some(w) = watcher.as_mut() {
-            for dir in dirs {
-                if !watching.contains(&dir) {
-                    match w.watch(&dir, RecursiveMode::NonRecursive) {
-                        Ok(()) => tracing::debug!(dir = %dir.display(), "watching"),
-                        Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch: {e}"),
-                    }
-                    watching.push(dir);
-                }
-            }
-        }
-        let periodic = async {
-            if interval.is_zero() {
-                std::future::pending::<()>().await
-            } else {
-                tokio::time::sleep(interval).await
-            }
-        };
-        let hup = async {
-            match sighup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = stopped(&mut stop) => return,
-            Some(()) = rx.recv() => {
-                // Wait for quiet: editors write in several steps.
-                loop {
-                    tokio::select! {
-                        _ = stopped(&mut stop) => return,
-                        Some(()) = rx.recv() => continue,
-                        _ = tokio::time::sleep(debounce) => break,
-                    }
-                }
-            }
-            _ = hup => tracing::info!("SIGHUP: reloading"),
-            _ = periodic => {}
+        triggers.watch(dirs);
+        match triggers.next(&mut stop, debounce, interval).await {
+            None => return,
+            Some(Cause::Hangup) => tracing::info!("SIGHUP: reloading"),
+            Some(_) => {}
         }
         let r = reloader.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || r.reload()).await {
             tracing::error!("reload task failed: {e}");
         }
     }
-}
-
-fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-}
-
-/// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
