@@ -4,8 +4,9 @@
 //! gate therefore matches a **superset** of what any framework would route to a gated handler:
 //! the path is percent-decoded, ASCII case-folded, `;params` are cut from every segment, repeated
 //! slashes are collapsed, dot segments are resolved, a trailing slash is dropped and a format
-//! suffix (`/sign-up.json`) is removed from the last segment. Configured route paths go through
-//! the same function, so both sides compare like with like.
+//! suffix (`/sign-up.json`) is removed from the last segment; a `%` that decoding leaves is
+//! written `%25`, so the normal form is a fixed point. Configured route paths go through the
+//! same function, so both sides compare like with like.
 //!
 //! Spellings that frameworks disagree on — an encoded `/` or `\`, a NUL, a raw backslash, double
 //! encoding (`%25xx`) or a broken escape — are refused when, read any of those ways, the path
@@ -229,10 +230,17 @@ pub fn normalize(raw: &str) -> String {
         }
         segments.pop();
     }
+    // A `%` left after decoding is literal; it is written as `%25` so that normalizing the
+    // normal form again decodes it back to the same `%` instead of reading a new escape out of
+    // it (`%%42ff` decodes to `%Bff`, which must not become byte 0xBF on a second pass).
     let mut out = String::with_capacity(raw.len() + 1);
     for s in &segments {
         out.push('/');
-        out.push_str(s);
+        if s.contains('%') {
+            out.push_str(&s.replace('%', "%25"));
+        } else {
+            out.push_str(s);
+        }
     }
     if out.is_empty() {
         out.push('/');
@@ -264,6 +272,10 @@ mod tests {
             ("/", "/"),
             ("", "/"),
             ("/.well-known", "/.well-known"),
+            // Found by fuzzing: the `%` the first decode leaves must not start an escape later.
+            ("/u\x18/.g//8*2f%%42ff", "/u\x18/.g/8*2f%25bff"),
+            ("/a%25", "/a%25"),
+            ("/a%2541", "/a%2541"),
         ];
         for (raw, want) in cases {
             assert_eq!(normalize(raw), want, "normalize({raw:?})");
