@@ -109,11 +109,7 @@ fn snapshot(n: u32) -> idgate::snapshot::Snapshot {
         allow.push_str(&format!("user{i}@allowed{}.com\n", i % 5000));
         block.push_str(&format!("user{i}@blocked{}.com\n", i % 5000));
     }
-    let list = |list, text| idgate::snapshot::ListFile {
-        path: "bench.txt".into(),
-        list,
-        text,
-    };
+    let list = |list, text: String| idgate::snapshot::ListFile::from_text("bench.txt", list, &text);
     let inputs = idgate::snapshot::Inputs {
         config_path: "bench.yaml".into(),
         config,

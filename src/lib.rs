@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod gate;
 pub mod identifier;
+pub mod invite;
 pub mod lists;
 pub mod oauth;
 pub mod observe;

@@ -114,12 +114,48 @@ fn data_path_never_imports_the_control_plane() {
             "observe",
             &["admin", "store", "reload", "axum", "proxy", "hyper"],
         ),
+        // Invitation delivery reads the config and the store's outbox, records metrics and
+        // reaches relays through tls; it serves nothing and decides nothing.
+        (
+            "invite",
+            &[
+                "admin", "reload", "proxy", "gate", "snapshot", "lists", "oauth", "cli", "app",
+                "axum",
+            ],
+        ),
     ];
     let mut hits = Vec::new();
     for (module, forbidden) in rules {
         hits.extend(forbidden_uses(module, forbidden));
     }
     assert!(hits.is_empty(), "import rules broken:\n{}", hits.join("\n"));
+}
+
+#[test]
+fn only_app_imports_invite() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if !path.is_dir() || name == "app" || name == "invite" {
+            continue;
+        }
+        hits.extend(forbidden_uses(name, &["invite"]));
+    }
+    for file in ["lib.rs", "main.rs"] {
+        let text = code(&root.join(file));
+        if text.contains("crate::invite") || text.contains("idgate::invite") {
+            hits.push(format!("src/{file} uses invite"));
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "only app may import invite:\n{}",
+        hits.join("\n")
+    );
 }
 
 #[test]

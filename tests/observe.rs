@@ -182,6 +182,29 @@ async fn metrics_change_by_exactly_the_scripted_amounts() {
     // Ungated: one forwarded, one that times out upstream (504).
     assert_eq!(get(g.addr, "/home").await.status, 200);
     assert_eq!(get(g.addr, "/slow").await.status, 504);
+    // Two admin writes: the store times each op the caller waited for.
+    let created = admin(
+        g.admin,
+        "POST",
+        "/v1/allowlist_identifiers",
+        true,
+        r#"{"identifier":"zoe@partner.io"}"#,
+    )
+    .await;
+    assert_eq!(created.status, 200, "{created:?}");
+    let id = serde_json::from_slice::<serde_json::Value>(&created.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = admin(
+        g.admin,
+        "DELETE",
+        &format!("/v1/allowlist_identifiers/{id}"),
+        true,
+        "",
+    )
+    .await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
     // A reload with nothing changed.
     let reloader = g.gate().reloader().clone();
     tokio::task::spawn_blocking(move || reloader.reload())
@@ -245,6 +268,20 @@ async fn metrics_change_by_exactly_the_scripted_amounts() {
             1.0,
         ),
         (key("idgate_reloads_total", &[("outcome", "rejected")]), 0.0),
+        (
+            key(
+                "idgate_store_op_duration_seconds_count",
+                &[("op", "insert")],
+            ),
+            1.0,
+        ),
+        (
+            key(
+                "idgate_store_op_duration_seconds_count",
+                &[("op", "delete")],
+            ),
+            1.0,
+        ),
     ];
     for (k, n) in want {
         assert_eq!(delta(&before, &after, k), *n, "{k:?}");

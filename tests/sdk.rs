@@ -20,8 +20,9 @@ const SIGN_UP_PATH: &str = "/api/sign-up";
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The gate's config: no lists from the file, the allowlist off, the blocklist on, one gated
-/// sign-up route reading the JSON field `email`.
-fn config(upstream: std::net::SocketAddr) -> String {
+/// sign-up route reading the JSON field `email`, and invitations delivered through an SMTP
+/// relay on `smtp_port`, a closed loopback port: deliveries wait in the outbox.
+fn config(upstream: std::net::SocketAddr, smtp_port: u16) -> String {
     format!(
         r#"listen:
   - addr: 127.0.0.1:0
@@ -45,8 +46,17 @@ timeouts:
   shutdown_grace: 2s
 reload:
   interval: 0s
+invitations:
+  url: "https://app.test/accept?token={{{{token}}}}"
+  email: {{ host: 127.0.0.1, port: {smtp_port}, tls: none, from: "idgate <invites@app.test>" }}
 "#
     )
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }
 
 /// A fresh upstream and gate (empty store) in a temporary directory.
@@ -61,7 +71,7 @@ impl Env {
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("config.yaml");
-        common::write(&cfg, &config(upstream.addr));
+        common::write(&cfg, &config(upstream.addr, closed_port()));
         let gate = Gate::start(&cfg).await.expect("gate starts");
         Env {
             gate,
@@ -81,6 +91,34 @@ impl Env {
             .env("SIGN_UP_PATH", SIGN_UP_PATH)
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost");
+    }
+
+    /// The outbox after a script: every delivery of `recipients` is still `pending` (the relay
+    /// is down) and none was sent; returns how many rows there are.
+    fn assert_deliveries_waiting(&self, recipients: &[&str]) {
+        let db = self.dir.path().join("data/idgate.db");
+        let conn = rusqlite::Connection::open(&db).expect("open the store");
+        for who in recipients {
+            let states: Vec<String> = conn
+                .prepare("SELECT state FROM deliveries WHERE recipient = ?1")
+                .and_then(|mut s| {
+                    s.query_map([who], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()
+                })
+                .expect("read deliveries");
+            assert_eq!(states, ["pending"], "deliveries of {who}");
+        }
+        let sent: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'sent'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(
+            sent, 0,
+            "nothing can have been sent: the relay port is closed"
+        );
     }
 
     /// The upstream must have seen sign-ups (the scripts' forwarded cases) and only allowed
@@ -121,11 +159,12 @@ async fn clerk_js_sdk_drives_the_admin_api() {
     .await;
     r.assert_ok();
     assert!(
-        r.output.contains("pass 6") && r.output.contains("fail 0"),
-        "expected 6 passing node tests:\n{}",
+        r.output.contains("pass 8") && r.output.contains("fail 0"),
+        "expected 8 passing node tests:\n{}",
         r.output
     );
     env.assert_upstream_reached();
+    env.assert_deliveries_waiting(&["invitee-js@example.com", "friend-js@example.com"]);
     env.gate.shutdown().await;
 }
 
@@ -153,10 +192,11 @@ async fn clerk_python_sdk_drives_the_admin_api() {
     .await;
     r.assert_ok();
     assert!(
-        r.output.contains("Ran 6 tests") && r.output.contains("\nOK"),
-        "expected 6 passing Python tests:\n{}",
+        r.output.contains("Ran 8 tests") && r.output.contains("\nOK"),
+        "expected 8 passing Python tests:\n{}",
         r.output
     );
     env.assert_upstream_reached();
+    env.assert_deliveries_waiting(&["invitee-py@example.com"]);
     env.gate.shutdown().await;
 }

@@ -166,21 +166,22 @@ def write_lists(work, n, tag=""):
 
 def print_table(args, scenarios, results, gate, nginx_workers):
     print()
-    print(f"{'scenario':32} {'proxy':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} {'RSS MB':>7} {'errors':>6} {'non2xx':>6}")
+    print(f"{'scenario':32} {'proxy':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} {'µs/req':>7} {'RSS MB':>7} {'errors':>6} {'non2xx':>6}")
     for name, *_ in scenarios:
         row = {}
         for who, pids in (("idgate", lambda: [gate.pid]), ("nginx", nginx_workers)):
             rs = results[(name, who)]
             med = lambda k: sorted(x[k] for x in rs)[len(rs) // 2]
-            row[who] = {k: med(k) for k in ("rps", "p50", "p99", "cpu")}
+            row[who] = {k: med(k) for k in ("rps", "p50", "p99", "cpu", "us")}
             row[who]["rss"] = rss_mb(pids())
             row[who]["errors"] = sum(x["errors"] for x in rs)
             row[who]["non2xx"] = sum(x["non2xx"] for x in rs)
             v = row[who]
-            print(f"{name:32} {who:7} {v['rps']:9.0f} {v['p50']:8.2f} {v['p99']:8.2f} {v['cpu']:7.1f} {v['rss']:7.0f} {v['errors']:6} {v['non2xx']:6}")
+            print(f"{name:32} {who:7} {v['rps']:9.0f} {v['p50']:8.2f} {v['p99']:8.2f} {v['cpu']:7.1f} {v['us']:7.1f} {v['rss']:7.0f} {v['errors']:6} {v['non2xx']:6}")
         a, b = row["idgate"], row["nginx"]
-        print(f"{'':32} {'ratio':7} {a['rps'] / b['rps']:9.2f} {a['p50'] / b['p50']:8.2f} {a['p99'] / b['p99']:8.2f}")
-    print(f"\n(median of {args.rounds} rounds of {args.duration} s, wrk -t2 -c64, order alternating; "
+        print(f"{'':32} {'ratio':7} {a['rps'] / b['rps']:9.2f} {a['p50'] / b['p50']:8.2f} {a['p99'] / b['p99']:8.2f} {'':7} {a['us'] / b['us']:7.2f}")
+    print(f"\n(median of {args.rounds} rounds of {args.duration} s, wrk -t2 -c64, order alternating; µs/req = the proxy's "
+          f"CPU time (user + system, all its processes) per request; "
           f"the gated row compares idgate's checked sign-up with nginx's plain POST proxying; "
           f"{os.cpu_count()} cores shared by wrk, both proxies and the upstream)")
 
@@ -194,11 +195,16 @@ def main():
     ap.add_argument("--reload", action="store_true")
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--no-http", action="store_true", help="skip the plain-HTTP wrk table")
+    ap.add_argument("--idgate", help="an idgate binary to measure (default: build target/release/idgate)")
+    ap.add_argument("--workers", type=int, help="idgate's runtime worker threads (default: its own)")
     args = ap.parse_args()
 
     ensure_tools()
-    sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
-    idgate = os.path.join(ROOT, "target", "release", "idgate")
+    if args.idgate:
+        idgate = os.path.abspath(args.idgate)
+    else:
+        sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
+        idgate = os.path.join(ROOT, "target", "release", "idgate")
     work = tempfile.mkdtemp(prefix="idgate-load-")
     os.chmod(work, 0o755)  # nginx's workers (nobody) read the 4 KiB body from here
     procs = []
@@ -243,6 +249,17 @@ def main():
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }}
   }}"""))
+        email = "user77@allowed77.com"
+        body = '{"email":"%s","password":"correct horse battery staple 0123456789ab"}' % email
+        body = body + " " * max(0, 120 - len(body))
+        post = os.path.join(work, "post.lua")
+        with open(post, "w") as f:
+            f.write(WRK_POST.format(body=body))
+        body_file = os.path.join(work, "body.json")
+        with open(body_file, "w") as f:
+            f.write(body)
+        # Every file is written before idgate starts: it watches this directory, and a write
+        # after start-up would make it re-read the lists in the middle of a measurement.
         t = time.time()
         write_lists(work, args.entries)
         gen = time.time() - t
@@ -262,8 +279,11 @@ routes:
 reload: {{ debounce: 100ms, interval: 0s }}
 """)
         t = time.time()
+        env = dict(os.environ, IDGATE_LOG="warn")
+        if args.workers:
+            env["TOKIO_WORKER_THREADS"] = str(args.workers)
         gate = subprocess.Popen([idgate, "run", "-c", cfg], stderr=open(os.path.join(work, "idgate.log"), "w"),
-                                env=dict(os.environ, IDGATE_LOG="warn"))
+                                env=env)
         procs.append(gate)
         for p in (up, ng, ig, ngs, igs):
             wait_port(p)
@@ -271,12 +291,6 @@ reload: {{ debounce: 100ms, interval: 0s }}
         print(f"lists: {args.entries} entries each (generated in {gen:.1f} s); idgate start-up with them: {startup:.2f} s")
         print(f"idgate RSS after start-up: {rss_mb([gate.pid]):.0f} MB")
 
-        email = "user77@allowed77.com"
-        body = '{"email":"%s","password":"correct horse battery staple 0123456789ab"}' % email
-        body = body + " " * max(0, 120 - len(body))
-        post = os.path.join(work, "post.lua")
-        with open(post, "w") as f:
-            f.write(WRK_POST.format(body=body))
         nginx_workers = lambda: children(procs[1].pid) or [procs[1].pid]
         scenarios = [
             ("GET small (ungated)", "/small", None, "/small"),
@@ -294,15 +308,14 @@ reload: {{ debounce: 100ms, interval: 0s }}
                     c0 = cpu_seconds(pids())
                     res = wrk(f"http://127.0.0.1:{port}{path}", args.duration, script)
                     res["cpu"] = cpu_seconds(pids()) - c0
+                    # CPU per request: unlike req/s, it holds up when other work shares the cores.
+                    res["us"] = res["cpu"] / max(res["rps"] * args.duration, 1) * 1e6
                     results.setdefault((name, who), []).append(res)
         if not args.no_http:
             print_table(args, scenarios, results, gate, nginx_workers)
 
         if args.tls:
             print("\nTLS mode: h2load over TLS + HTTP/2 (ALPN h2), same certificate and upstream")
-            body_file = os.path.join(work, "body.json")
-            with open(body_file, "w") as f:
-                f.write(body)
             rows = {}
             for r in range(args.rounds):
                 order = [("idgate", igs), ("nginx", ngs)]

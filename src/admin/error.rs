@@ -97,6 +97,27 @@ pub enum ClerkError {
     /// No identifier with this id (404).
     #[error("no identifier was found with id {0}")]
     IdentifierNotFound(String),
+    /// Pending invitations exist for these addresses (400 `duplicate_record`,
+    /// `meta.email_addresses`).
+    #[error("there are already pending invitations for {}", .0.join(", "))]
+    DuplicateInvitation(Vec<String>),
+    /// No invitation with this id (404).
+    #[error("no invitation was found with id {0}")]
+    InvitationNotFound(String),
+    /// Revoking a revoked invitation (400).
+    #[error("invitation is already revoked")]
+    InvitationAlreadyRevoked,
+    /// Revoking an accepted invitation (400).
+    #[error("invitation is already accepted")]
+    InvitationAlreadyAccepted,
+    /// A bulk call with more items than allowed (422).
+    #[error("at most {max} items per call")]
+    BulkSizeExceeded {
+        /// The most items allowed.
+        max: usize,
+        /// How many were sent.
+        got: usize,
+    },
     /// No such endpoint under `/v1` (404).
     #[error("no such endpoint")]
     EndpointNotFound,
@@ -108,6 +129,9 @@ pub enum ClerkError {
     Internal(String),
 }
 
+const INVITATION_REVOKED: &str = "Invitation is already revoked.";
+const INVITATION_ACCEPTED: &str = "Invitation is already accepted, try signing in instead.";
+
 const KEY_INVALID: &str =
     "The provided Clerk Secret Key is invalid. Make sure that your Clerk Secret Key is correct.";
 
@@ -117,9 +141,12 @@ impl ClerkError {
         use ClerkError as E;
         match self {
             E::AuthorizationHeaderFormat | E::KeyInvalid => StatusCode::UNAUTHORIZED,
-            E::BodyInvalid | E::QueryValueInvalid { .. } | E::Duplicate { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            E::BodyInvalid
+            | E::QueryValueInvalid { .. }
+            | E::Duplicate { .. }
+            | E::DuplicateInvitation(_)
+            | E::InvitationAlreadyRevoked
+            | E::InvitationAlreadyAccepted => StatusCode::BAD_REQUEST,
             E::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             E::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::ParamUnknown(_)
@@ -127,8 +154,11 @@ impl ClerkError {
             | E::ParamMissing(_)
             | E::ParamFormatInvalid { .. }
             | E::ParamValueInvalid { .. }
-            | E::ConditionalParamDisallowed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            E::IdentifierNotFound(_) | E::EndpointNotFound => StatusCode::NOT_FOUND,
+            | E::ConditionalParamDisallowed { .. }
+            | E::BulkSizeExceeded { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::IdentifierNotFound(_) | E::InvitationNotFound(_) | E::EndpointNotFound => {
+                StatusCode::NOT_FOUND
+            }
             E::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -150,8 +180,13 @@ impl ClerkError {
             E::ParamValueInvalid { .. } => "form_param_value_invalid",
             E::ConditionalParamDisallowed { .. } => "form_conditional_param_disallowed",
             E::QueryValueInvalid { .. } => "invalid_query_parameter_value",
-            E::Duplicate { .. } => "duplicate_record",
-            E::IdentifierNotFound(_) | E::EndpointNotFound => "resource_not_found",
+            E::Duplicate { .. } | E::DuplicateInvitation(_) => "duplicate_record",
+            E::IdentifierNotFound(_) | E::InvitationNotFound(_) | E::EndpointNotFound => {
+                "resource_not_found"
+            }
+            E::InvitationAlreadyRevoked => "invitation_already_revoked",
+            E::InvitationAlreadyAccepted => "invitation_already_accepted",
+            E::BulkSizeExceeded { .. } => "bulk_size_exceeded",
             E::MethodNotAllowed => "request_method_not_allowed",
             E::Internal(_) => "internal_clerk_error",
         }
@@ -175,6 +210,11 @@ impl ClerkError {
             E::ConditionalParamDisallowed { .. } => "is not allowed".into(),
             E::Duplicate { list, .. } => format!("duplicate {}list identifier", list.as_str()),
             E::IdentifierNotFound(_) => "Identifier not found".into(),
+            E::DuplicateInvitation(_) => "duplicate invitation".into(),
+            E::InvitationNotFound(_) => "not found".into(),
+            E::InvitationAlreadyRevoked => INVITATION_REVOKED.into(),
+            E::InvitationAlreadyAccepted => INVITATION_ACCEPTED.into(),
+            E::BulkSizeExceeded { .. } => "too many items".into(),
             E::EndpointNotFound => "Resource not found".into(),
             E::MethodNotAllowed => "Method not allowed".into(),
             E::Internal(_) => "Oops, an unexpected error occurred".into(),
@@ -205,6 +245,16 @@ impl ClerkError {
             | E::QueryValueInvalid { long_message, .. }
             | E::Duplicate { long_message, .. } => long_message.clone(),
             E::IdentifierNotFound(id) => format!("No identifier was found with id {id}"),
+            E::DuplicateInvitation(addresses) => format!(
+                "There are already pending invitations for the following email addresses: {}",
+                addresses.join(", ")
+            ),
+            E::InvitationNotFound(id) => format!("No invitation was found with id {id}."),
+            E::InvitationAlreadyRevoked => INVITATION_REVOKED.into(),
+            E::InvitationAlreadyAccepted => INVITATION_ACCEPTED.into(),
+            E::BulkSizeExceeded { max, got } => {
+                format!("You can create at most {max} invitations per bulk call; this one has {got}.")
+            }
             E::EndpointNotFound => {
                 "The requested resource does not exist on this admin server.".into()
             }
@@ -227,6 +277,12 @@ impl ClerkError {
             | E::ConditionalParamDisallowed { param, .. }
             | E::QueryValueInvalid { param, .. } => {
                 meta.insert("param_name".into(), Value::String(param.clone()));
+            }
+            E::DuplicateInvitation(addresses) => {
+                meta.insert(
+                    "email_addresses".into(),
+                    Value::Array(addresses.iter().cloned().map(Value::String).collect()),
+                );
             }
             _ => {}
         }
@@ -356,6 +412,30 @@ impl Params {
         }
     }
 
+    /// An optional, nullable JSON object.
+    pub fn opt_object(&mut self, key: &str) -> Option<Map<String, Value>> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => {
+                self.wrong(key, "object");
+                None
+            }
+        }
+    }
+
+    /// An optional, nullable integer.
+    pub fn opt_i64(&mut self, key: &str) -> Option<i64> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+            Some(_) => {
+                self.wrong(key, "integer");
+                None
+            }
+        }
+    }
+
     /// A required, non-empty string: `form_param_missing` when absent, null or empty.
     pub fn required_string(&mut self, key: &str) -> Option<String> {
         let present = matches!(self.map.get(key), Some(v) if !v.is_null());
@@ -413,25 +493,52 @@ impl<S: Send + Sync, T: FromParams> FromRequest<S> for ClerkJson<T> {
     type Rejection = ClerkErrors;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ClerkError::BodyTooLarge {
-                    limit: super::BODY_LIMIT,
-                }
-            } else {
-                ClerkError::BodyInvalid
-            }
-        })?;
+        let (content_type, bytes) = read_body(req, state).await?;
         let map = parse_body(content_type.as_deref(), &bytes)?;
         let mut params = Params::new(map);
         let value = T::from_params(&mut params);
         params.finish()?;
         Ok(ClerkJson(value))
     }
+}
+
+/// A non-empty JSON body of any shape (the bulk endpoints take an array), with the same
+/// rejections as [`ClerkJson`]: 413 `request_body_too_large` over the admin body limit, 415,
+/// 400 — all as Clerk's JSON errors, never axum's plain-text ones.
+#[derive(Debug)]
+pub struct ClerkJsonValue(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for ClerkJsonValue {
+    type Rejection = ClerkErrors;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (content_type, bytes) = read_body(req, state).await?;
+        Ok(ClerkJsonValue(parse_body_value(
+            content_type.as_deref(),
+            &bytes,
+        )?))
+    }
+}
+
+/// The `Content-Type` and the whole body (within the router's body limit).
+async fn read_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<(Option<String>, Bytes), ClerkError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ClerkError::BodyTooLarge {
+                limit: super::BODY_LIMIT,
+            }
+        } else {
+            ClerkError::BodyInvalid
+        }
+    })?;
+    Ok((content_type, bytes))
 }
 
 /// The body as a JSON object (empty body: `{}`).
@@ -442,6 +549,20 @@ pub(crate) fn parse_body(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
+    match parse_body_value(content_type, bytes)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(ClerkError::BodyInvalid),
+    }
+}
+
+/// A non-empty JSON body of any shape (the bulk endpoints take an array).
+pub(crate) fn parse_body_value(
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<Value, ClerkError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ClerkError::BodyInvalid);
+    }
     let ct = content_type.unwrap_or("");
     if !is_json(ct) {
         let shown = if ct.is_empty() {
@@ -451,10 +572,7 @@ pub(crate) fn parse_body(
         };
         return Err(ClerkError::UnsupportedContentType(shown));
     }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(ClerkError::BodyInvalid),
-    }
+    serde_json::from_slice::<Value>(bytes).map_err(|_| ClerkError::BodyInvalid)
 }
 
 /// `application/json`, optionally with `charset=utf-8`.
@@ -564,6 +682,31 @@ mod tests {
             ),
             (ClerkError::EndpointNotFound, 404, "resource_not_found"),
             (
+                ClerkError::DuplicateInvitation(vec!["a@x.com".into()]),
+                400,
+                "duplicate_record",
+            ),
+            (
+                ClerkError::InvitationNotFound("inv_1".into()),
+                404,
+                "resource_not_found",
+            ),
+            (
+                ClerkError::InvitationAlreadyRevoked,
+                400,
+                "invitation_already_revoked",
+            ),
+            (
+                ClerkError::InvitationAlreadyAccepted,
+                400,
+                "invitation_already_accepted",
+            ),
+            (
+                ClerkError::BulkSizeExceeded { max: 10, got: 11 },
+                422,
+                "bulk_size_exceeded",
+            ),
+            (
                 ClerkError::MethodNotAllowed,
                 405,
                 "request_method_not_allowed",
@@ -619,6 +762,21 @@ mod tests {
             Some(&Value::String("identifier".into()))
         );
         assert!(ClerkError::KeyInvalid.meta().is_empty());
+        let dup = ClerkError::DuplicateInvitation(vec!["a@b.co".into(), "c@d.co".into()]);
+        assert_eq!(dup.message(), "duplicate invitation");
+        assert_eq!(
+            dup.long_message(),
+            "There are already pending invitations for the following email addresses: a@b.co, c@d.co"
+        );
+        assert_eq!(dup.meta()["email_addresses"], json!(["a@b.co", "c@d.co"]));
+        assert_eq!(
+            ClerkError::InvitationNotFound("inv_x".into()).long_message(),
+            "No invitation was found with id inv_x."
+        );
+        assert_eq!(
+            ClerkError::InvitationAlreadyAccepted.long_message(),
+            "Invitation is already accepted, try signing in instead."
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct AdminState {
     pub secret_keys: Arc<Vec<String>>,
     /// Metrics (served at `/metrics`) and the audit log.
     pub observer: Arc<crate::observe::Observer>,
+    /// The `invitations:` section (restart-only); `None` = invitations cannot be delivered.
+    pub invitations: Option<Arc<crate::config::InvitationsConfig>>,
 }
 
 /// Largest request body the admin API reads (413 above).

@@ -82,6 +82,7 @@ pub(crate) fn kit(extra: &str, allow_file: &str, block_file: &str) -> Kit {
         reloader: cp.reloader,
         secret_keys: Arc::new(cp.inputs.config.admin.secret_keys.clone()),
         observer: Default::default(),
+        invitations: cp.inputs.config.invitations.clone().map(Arc::new),
     };
     let app = router(state.clone());
     Kit {

@@ -10,6 +10,7 @@
 //! beside the reloader. The admin listener over TLS is served here (HTTP/1.1, the axum router
 //! as a hyper service), since `tls` may not import axum.
 
+pub mod acceptance;
 pub mod demo;
 
 use std::net::SocketAddr;
@@ -41,6 +42,8 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Audit(#[from] crate::observe::AuditError),
+    #[error(transparent)]
+    Invite(#[from] crate::invite::InviteError),
     #[error("start-up task failed: {0}")]
     Task(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -186,6 +189,20 @@ impl Gate {
             .await
             .map_err(|e| AppError::Task(e.to_string()))??;
         let certificates = tls_setup.stores();
+        // The invitation delivery worker (`invitations:`; restart-only): its senders read
+        // their CA files now, so a broken one stops the start.
+        let worker = match cfg.invitations.clone() {
+            Some(inv) => {
+                let store = store.clone();
+                let build = move || crate::invite::Worker::new(store, inv);
+                Some(
+                    tokio::task::spawn_blocking(build)
+                        .await
+                        .map_err(|e| AppError::Task(e.to_string()))??,
+                )
+            }
+            None => None,
+        };
 
         let mut listeners = Vec::new();
         for l in &cfg.listen {
@@ -214,10 +231,19 @@ impl Gate {
             crate::observe::Observer::new(metrics.clone(), audit)
                 .with_request_ids(crate::observe::RequestIds::new(&cfg.request_id)),
         );
+        let worker = worker.map(|w| w.with_metrics(metrics.clone()));
+        // Invitation acceptance: the proxy hands over accepted sign-ups, a task marks them.
+        let (accepted_tx, accepted_rx) = acceptance::channel();
+        let acceptance_metrics = metrics.clone();
+        let op_metrics = metrics.clone();
+        store.set_op_observer(Arc::new(move |op, elapsed| {
+            op_metrics.store_op(op, elapsed)
+        }));
         reloader.set_metrics(metrics);
         let proxy = Arc::new(
             Proxy::new(snapshots.clone(), settings, &tls_setup.upstream)
-                .with_observer(observer.clone()),
+                .with_observer(observer.clone())
+                .with_acceptance(accepted_tx),
         );
         let mut proxies = JoinSet::new();
         for (l, t) in listeners.into_iter().zip(tls_setup.listeners.iter()) {
@@ -237,6 +263,7 @@ impl Gate {
             reloader: reloader.clone(),
             secret_keys: Arc::new(cfg.admin.secret_keys.clone()),
             observer,
+            invitations: cfg.invitations.clone().map(Arc::new),
         });
         match &tls_setup.admin {
             Some((_, server)) => rest.spawn(serve_admin_tls(
@@ -256,6 +283,20 @@ impl Gate {
             certificates.clone(),
             cfg.reload.debounce,
             cfg.reload.interval.unwrap_or(Duration::ZERO),
+            stop_rest_rx.clone(),
+        ));
+        if let Some(w) = worker {
+            rest.spawn(w.run(stop_rest_rx.clone()));
+        }
+        rest.spawn(acceptance::accept(
+            store.clone(),
+            accepted_rx,
+            acceptance_metrics,
+            stop_rest_rx.clone(),
+        ));
+        rest.spawn(acceptance::expire(
+            store.clone(),
+            acceptance::SWEEP_EVERY,
             stop_rest_rx.clone(),
         ));
         rest.spawn(reload::run(reloader.clone(), stop_rest_rx));

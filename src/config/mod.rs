@@ -23,11 +23,13 @@ use serde::Deserialize;
 use crate::identifier::Kind;
 
 mod env;
+pub mod invitations;
 mod raw;
 pub mod token;
 mod units;
 mod validate;
 
+pub use invitations::{InvitationsConfig, Retry, SmsWebhookConfig, SmtpConfig, SmtpTls};
 pub use token::{Fetch, JwtKeys, JwtSource, TokenSource, UserinfoFormat, UserinfoSource};
 
 /// A validated config file.
@@ -58,6 +60,9 @@ pub struct Config {
     /// `request_id`: the header carrying each request's id, and whether a client's value is
     /// trusted (process setting; not reloaded).
     pub request_id: RequestId,
+    /// `invitations`: delivery of invitations (email over SMTP, SMS through a webhook), the
+    /// link and message templates; `None` when the section is absent. Restart-only.
+    pub invitations: Option<InvitationsConfig>,
 }
 
 /// One proxy listener.
@@ -227,6 +232,16 @@ impl Config {
             out.push(
                 "restrictions.allowlist is true and the config has no allow entries: \
                  only entries added through the admin API can pass"
+                    .into(),
+            );
+        }
+        if let Some(inv) = &self.invitations
+            && inv.email.is_none()
+            && inv.sms.is_none()
+        {
+            out.push(
+                "invitations has neither email nor sms: invitations can be created with \
+                 notify: false only, and nothing is sent"
                     .into(),
             );
         }

@@ -33,6 +33,7 @@ pub(super) struct RawConfig {
     pub mode: Option<Mode>,
     pub audit: Option<RawAudit>,
     pub request_id: Option<S<RawRequestId>>,
+    pub invitations: Option<S<super::invitations::RawInvitations>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -81,7 +81,8 @@ pub struct Fetch {
     pub ca: Option<PathBuf>,
     /// A cached JWKS is refetched after this; default 1 h.
     pub max_age: Duration,
-    /// Unknown `kid`s refetch the JWKS at most this often; default 10 s.
+    /// Unknown `kid`s refetch the JWKS (and a failed fetch is retried) at most this often;
+    /// default 10 s.
     pub min_refresh: Duration,
 }
 

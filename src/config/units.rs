@@ -69,12 +69,12 @@ pub(super) fn size(raw: &RawSize) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
-/// A duration with a unit: `ms`, `s`, `m` or `h` (integers only).
+/// A duration with a unit: `ms`, `s`, `m`, `h` or `d` (integers only).
 pub(super) fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let bad = || {
         format!(
-            "`{text}` is not a duration; write an integer with a unit: ms, s, m or h (e.g. \"250ms\", \"5s\")"
+            "`{text}` is not a duration; write an integer with a unit: ms, s, m, h or d (e.g. \"250ms\", \"5s\")"
         )
     };
     let split = text
@@ -90,6 +90,7 @@ pub(super) fn duration(text: &str) -> Result<Duration, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(bad()),
     };
     number
@@ -135,6 +136,7 @@ mod tests {
             ("5s", Some(5_000)),
             ("2m", Some(120_000)),
             ("1h", Some(3_600_000)),
+            ("30d", Some(2_592_000_000)),
             ("0s", Some(0)),
             (" 10 s ", Some(10_000)),
             ("5", None),

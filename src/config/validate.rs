@@ -34,7 +34,7 @@ impl Errors {
         self.loc(path, Some(&at.referenced), message);
     }
 
-    fn loc(
+    pub(super) fn loc(
         &mut self,
         path: impl Display,
         loc: Option<&serde_saphyr::Location>,
@@ -70,6 +70,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
     let store = store(&raw, base, &mut e);
     let audit = audit(&raw, base, &mut e);
     let request_id = request_id(&raw, &mut e);
+    let invitations = raw
+        .invitations
+        .as_ref()
+        .and_then(|i| super::invitations::invitations(i, base, &mut e));
 
     let restrictions = raw
         .restrictions
@@ -110,6 +114,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
             mode: raw.mode.unwrap_or_default(),
             audit,
             request_id,
+            invitations,
         }),
         _ => Err(e.0),
     }

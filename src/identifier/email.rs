@@ -44,13 +44,19 @@ impl Email {
     /// `#`; for `gmail.com` and `googlemail.com` also without dots and with the domain
     /// `gmail.com`.
     pub fn inbox_key(&self) -> String {
+        let mut out = String::with_capacity(self.canonical.len());
+        self.push_inbox_key(&mut out);
+        out
+    }
+
+    /// Appends [`Email::inbox_key`] to `out` (no allocation when `out` has room).
+    pub fn push_inbox_key(&self, out: &mut String) {
         let local = self.local();
         let local = local
             .find(['+', '=', '#'])
             .and_then(|i| local.get(..i))
             .unwrap_or(local);
         let domain = self.domain();
-        let mut out = String::with_capacity(self.canonical.len());
         if domain == "gmail.com" || domain == "googlemail.com" {
             out.extend(local.chars().filter(|&c| c != '.'));
             out.push_str("@gmail.com");
@@ -59,7 +65,6 @@ impl Email {
             out.push('@');
             out.push_str(domain);
         }
-        out
     }
 }
 

@@ -309,6 +309,13 @@ pub(crate) fn snippet(s: &str) -> String {
 
 /// Reject whitespace, control and invisible (default-ignorable) characters anywhere.
 pub(crate) fn check_visible(s: &str, what: &'static str) -> Result<(), IdentifierError> {
+    if s.is_ascii() {
+        // ASCII has no invisible characters; its whitespace and controls are 0..=0x20, 0x7F.
+        return match s.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            true => Err(IdentifierError::Whitespace(what)),
+            false => Ok(()),
+        };
+    }
     for c in s.chars() {
         if c.is_whitespace() || c.is_control() {
             return Err(IdentifierError::Whitespace(what));

@@ -15,7 +15,7 @@
 
 use crate::identifier::{Email, Identifier, Kind};
 
-use super::table::{NO_LINE, Ns, Rec, Table};
+use super::table::{MAX_SOURCES, NO_LINE, Ns, Rec, Table};
 use super::{Entry, ListKind, Source, SourceKind, Specificity};
 
 /// Collects entries for one list; [`MatcherBuilder::build`] turns them into a [`Matcher`].
@@ -25,6 +25,18 @@ pub struct MatcherBuilder {
     table: Table,
     /// Distinct sources, without lines.
     sources: Vec<Source>,
+    /// Reused for each entry's key and display form.
+    scratch: Scratch,
+}
+
+/// A source registered with [`MatcherBuilder::source`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceId(u32);
+
+#[derive(Debug, Default)]
+struct Scratch {
+    key: String,
+    display: String,
 }
 
 impl MatcherBuilder {
@@ -34,18 +46,42 @@ impl MatcherBuilder {
             list,
             table: Table::default(),
             sources: Vec::new(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// An empty builder with room for about `entries` entries whose text takes about `bytes`
+    /// bytes (a list file's line count and length will do): building then never rehashes.
+    pub fn with_capacity(list: ListKind, entries: usize, bytes: usize) -> Self {
+        MatcherBuilder {
+            table: Table::with_capacity(entries, bytes),
+            ..MatcherBuilder::new(list)
         }
     }
 
     /// Add an entry. A duplicate (same key after folding, see the module doc) keeps the
-    /// first entry and its source.
+    /// first entry and its source. A matcher names at most 256 distinct sources (one per
+    /// list file, the config, the store); an entry from one more is not added.
     pub fn add(&mut self, entry: Entry, source: Source) {
+        let id = source_id(&mut self.sources, source.kind);
+        self.add_at(&entry, id, source.line);
+    }
+
+    /// Registers a source (without a line) for [`MatcherBuilder::add_at`].
+    pub fn source(&mut self, kind: SourceKind) -> SourceId {
+        source_id(&mut self.sources, kind)
+    }
+
+    /// Adds an entry from a registered source at `line`, without allocating (beyond the
+    /// table's growth); see [`MatcherBuilder::add`].
+    pub fn add_at(&mut self, entry: &Entry, source: SourceId, line: Option<u32>) {
         insert(
             &mut self.table,
-            &mut self.sources,
+            &mut self.scratch,
             self.list,
-            &entry,
+            entry,
             source,
+            line,
         );
     }
 
@@ -70,22 +106,70 @@ impl MatcherBuilder {
     }
 }
 
-/// The table namespace and key an entry of `list` is stored under (see the module doc).
-fn entry_key(entry: &Entry, list: ListKind) -> (Ns, String) {
+/// The index of `kind` in `sources`, added when new. Entries arrive grouped by source, so the
+/// last one is the usual hit.
+fn source_id(sources: &mut Vec<Source>, kind: SourceKind) -> SourceId {
+    let i = match sources.iter().rposition(|s| s.kind == kind) {
+        Some(i) => i,
+        None if sources.len() < MAX_SOURCES => {
+            sources.push(Source { kind, line: None });
+            sources.len() - 1
+        }
+        // Past the table's limit: an index the table refuses.
+        None => MAX_SOURCES,
+    };
+    SourceId(u32::try_from(i).unwrap_or(u32::MAX))
+}
+
+/// Writes the key an entry of `list` is stored under into `out` and returns its namespace
+/// (see the module doc).
+fn write_key(entry: &Entry, list: ListKind, out: &mut String) -> Ns {
+    out.clear();
     match (entry, list) {
-        (Entry::Exact(Identifier::Email(e)), ListKind::Block) => (Ns::Exact, e.inbox_key()),
-        (Entry::Exact(id), _) => (Ns::Exact, id.as_str().to_owned()),
+        (Entry::Exact(Identifier::Email(e)), ListKind::Block) => {
+            e.push_inbox_key(out);
+            Ns::Exact
+        }
+        (Entry::Exact(id), _) => {
+            out.push_str(id.as_str());
+            Ns::Exact
+        }
         (Entry::Domain(d) | Entry::Subdomains(d), list) => {
-            let ns = if matches!(entry, Entry::Domain(_)) {
+            out.push_str(d.trim_end_matches('.'));
+            out.make_ascii_lowercase();
+            if list == ListKind::Block
+                && let Some(folded) = fold_googlemail(out)
+            {
+                *out = folded;
+            }
+            if matches!(entry, Entry::Domain(_)) {
                 Ns::Domain
             } else {
                 Ns::Subdomains
-            };
-            let mut key = d.trim_end_matches('.').to_ascii_lowercase();
-            if list == ListKind::Block {
-                key = fold_googlemail(&key).unwrap_or(key);
             }
-            (ns, key)
+        }
+    }
+}
+
+/// The table namespace and key an entry of `list` is stored under.
+fn entry_key(entry: &Entry, list: ListKind) -> (Ns, String) {
+    let mut key = String::new();
+    let ns = write_key(entry, list, &mut key);
+    (ns, key)
+}
+
+/// Writes the entry's display form (its `Display`) into `out`.
+fn write_display(entry: &Entry, out: &mut String) {
+    out.clear();
+    match entry {
+        Entry::Exact(id) => out.push_str(id.as_str()),
+        Entry::Domain(d) => {
+            out.push_str("*@");
+            out.push_str(d);
+        }
+        Entry::Subdomains(d) => {
+            out.push_str("*@*.");
+            out.push_str(d);
         }
     }
 }
@@ -118,25 +202,21 @@ fn split_key(key: &str) -> Option<(Ns, &str)> {
 
 fn insert(
     table: &mut Table,
-    sources: &mut Vec<Source>,
+    scratch: &mut Scratch,
     list: ListKind,
     entry: &Entry,
-    source: Source,
+    source: SourceId,
+    line: Option<u32>,
 ) -> bool {
-    // Entries arrive grouped by source, so the last one is the usual hit.
-    let src = match sources.iter().rposition(|s| s.kind == source.kind) {
-        Some(i) => u32::try_from(i).unwrap_or(u32::MAX),
-        None => {
-            sources.push(Source {
-                kind: source.kind,
-                line: None,
-            });
-            u32::try_from(sources.len() - 1).unwrap_or(u32::MAX)
-        }
-    };
-    let line = source.line.unwrap_or(NO_LINE);
-    let (ns, key) = entry_key(entry, list);
-    table.insert(ns, &key, &entry.to_string(), src, line)
+    let ns = write_key(entry, list, &mut scratch.key);
+    write_display(entry, &mut scratch.display);
+    table.insert(
+        ns,
+        &scratch.key,
+        &scratch.display,
+        source.0,
+        line.unwrap_or(NO_LINE),
+    )
 }
 
 /// A compiled list. Lookups cannot fail and do not allocate.
@@ -184,12 +264,14 @@ impl Matcher {
     /// Adds one entry to a built matcher (the admin store's live lists); false for a
     /// duplicate key.
     pub fn insert(&mut self, entry: Entry, source: Source) -> bool {
+        let id = source_id(&mut self.sources, source.kind);
         insert(
             &mut self.table,
-            &mut self.sources,
+            &mut Scratch::default(),
             self.list,
             &entry,
-            source,
+            id,
+            source.line,
         )
     }
 
@@ -203,7 +285,7 @@ impl Matcher {
     pub fn get_by_key(&self, key: &str) -> Option<(String, Source)> {
         let (ns, key) = split_key(key)?;
         let r = self.table.get(ns, key)?;
-        let h = self.hit(r);
+        let h = self.hit(&r);
         Some((h.entry.to_owned(), h.origin()))
     }
 
@@ -240,20 +322,20 @@ impl Matcher {
 
     fn lookup_allow(&self, c: &Candidate) -> Option<Hit<'_>> {
         if let Some(r) = self.table.get(Ns::Exact, &c.canonical) {
-            return Some(self.hit(r));
+            return Some(self.hit(&r));
         }
         let domain = c.domain()?;
         if let Some(r) = self.table.get(Ns::Domain, domain) {
-            return Some(self.hit(r));
+            return Some(self.hit(&r));
         }
         parents(&c.domain_dots, domain)
             .find_map(|p| self.table.get(Ns::Subdomains, p))
-            .map(|r| self.hit(r))
+            .map(|r| self.hit(&r))
     }
 
     fn lookup_block(&self, c: &Candidate) -> Option<Hit<'_>> {
         if let Some(r) = self.table.get(Ns::Exact, &c.inbox) {
-            return Some(self.hit(r));
+            return Some(self.hit(&r));
         }
         if c.kind != Kind::Email {
             return None;
@@ -266,7 +348,7 @@ impl Matcher {
             .chain(parents(dots, domain))
             .find_map(|p| self.table.get(Ns::Domain, p))
             .or_else(|| parents(dots, domain).find_map(|p| self.table.get(Ns::Subdomains, p)))
-            .map(|r| self.hit(r))
+            .map(|r| self.hit(&r))
     }
 
     fn hit<'a>(&'a self, r: &Rec) -> Hit<'a> {
@@ -276,7 +358,6 @@ impl Matcher {
                 Ns::Exact => Specificity::Exact,
                 Ns::Domain => Specificity::Domain,
                 Ns::Subdomains => Specificity::Subdomains,
-                Ns::Removed => Specificity::Exact,
             },
             source: self
                 .sources
@@ -289,7 +370,7 @@ impl Matcher {
     /// Every entry in insertion order, as its display form and full source (for listings).
     pub fn iter(&self) -> impl Iterator<Item = (String, Source)> + '_ {
         self.table.recs().map(move |r| {
-            let h = self.hit(r);
+            let h = self.hit(&r);
             (h.entry.to_owned(), h.origin())
         })
     }

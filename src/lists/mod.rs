@@ -26,8 +26,8 @@ use std::sync::Arc;
 use crate::identifier::{self, Identifier, IdentifierError, ParseOptions};
 
 pub use disposable::DisposableDomains;
-pub use matcher::{Candidate, Hit, Matcher, MatcherBuilder};
-pub use text::{LineError, Token, parse_entries, split_entries};
+pub use matcher::{Candidate, Hit, Matcher, MatcherBuilder, SourceId};
+pub use text::{LineError, Splitter, Token, parse_entries, split_entries};
 
 /// Which list an entry belongs to; it changes how entries match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -61,38 +61,46 @@ fn is_separator(c: char) -> bool {
 /// double quotes stripped, and header words (`email`, `phone`, …) on the first line that has
 /// any token are skipped. A UTF-8 byte-order mark at the start is ignored.
 pub fn split_entries(text: &str) -> Vec<Token<'_>> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
-    let mut seen_content = false;
+    let mut splitter = Splitter::default();
     for (n, raw) in text.split('\n').enumerate() {
         let line = u32::try_from(n + 1).unwrap_or(u32::MAX);
-        let first_len = out.len();
-        for tok in raw.split(is_separator) {
-            if tok.starts_with('#') {
-                break;
-            }
-            let tok = strip_quotes(tok);
-            if tok.is_empty() {
-                continue;
-            }
-            out.push(Token { line, text: tok });
+        splitter.line(line, raw, |t| out.push(t));
+    }
+    out
+}
+
+/// [`split_entries`] one line at a time, for text read as a stream: feed every line (without
+/// its `\n`) in order, starting with line 1.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    seen_content: bool,
+}
+
+impl Splitter {
+    /// Calls `emit` with each entry of line number `line` (`raw`, without the `\n`).
+    pub fn line<'a>(&mut self, line: u32, raw: &'a str, mut emit: impl FnMut(Token<'a>)) {
+        let raw = if line == 1 {
+            raw.strip_prefix('\u{feff}').unwrap_or(raw)
+        } else {
+            raw
+        };
+        let tokens = raw
+            .split(is_separator)
+            .take_while(|t| !t.starts_with('#'))
+            .map(strip_quotes)
+            .filter(|t| !t.is_empty());
+        if self.seen_content {
+            tokens.for_each(|text| emit(Token { line, text }));
+            return;
         }
-        if !seen_content && out.len() > first_len {
-            seen_content = true;
-            let mut i = first_len;
-            while i < out.len() {
-                if out
-                    .get(i)
-                    .is_some_and(|t| HEADERS.iter().any(|h| h.eq_ignore_ascii_case(t.text)))
-                {
-                    out.remove(i);
-                } else {
-                    i += 1;
-                }
+        for text in tokens {
+            self.seen_content = true;
+            if !HEADERS.iter().any(|h| h.eq_ignore_ascii_case(text)) {
+                emit(Token { line, text });
             }
         }
     }
-    out
 }
 
 fn strip_quotes(tok: &str) -> &str {

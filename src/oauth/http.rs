@@ -1,6 +1,7 @@
 //! The HTTPS client `oauth` uses to reach identity providers: the rustls connector of
 //! [`crate::tls::UpstreamConnector`] (webpki roots plus an optional extra CA), HTTPS only, a
-//! timeout per request and a cap on the response size. Errors never carry token material.
+//! timeout per request, a cap on the response size and a `User-Agent` (GitHub requires one).
+//! Errors never carry token material.
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +20,9 @@ use crate::tls::UpstreamConnector;
 
 /// Responses larger than this are refused (a JWKS or userinfo document is a few KiB).
 const MAX_RESPONSE: usize = 1 << 20;
+
+/// Sent with every request to a provider.
+const USER_AGENT: &str = concat!("idgate/", env!("CARGO_PKG_VERSION"));
 
 /// A pooled HTTPS client with a per-request timeout.
 #[derive(Clone)]
@@ -72,7 +76,11 @@ impl Fetcher {
                 "provider URL {url:?} is not https://"
             )));
         }
-        let mut req = Request::get(uri).header(header::ACCEPT, "application/json");
+        // GitHub's API refuses requests without a User-Agent (403, which would read as a
+        // refused token).
+        let mut req = Request::get(uri)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT);
         if let Some(t) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }

@@ -1,8 +1,9 @@
 //! Remote signing keys: a JWKS fetched from `jwks_uri` (explicit, or discovered from the
 //! issuer's `/.well-known/openid-configuration`), cached, refetched after `max_age`, and
-//! refetched when a token names an unknown `kid` — at most once per `min_refresh`, so a flood
-//! of made-up kids cannot hammer the provider. Each key's algorithm comes from the JWKS (its
-//! `alg`, or its key type and curve); symmetric (`oct`) and encryption keys are never used.
+//! refetched when a token names an unknown `kid` — at most one attempt per `min_refresh`,
+//! failed attempts included, so a flood of made-up kids cannot hammer the provider, working or
+//! not. Each key's algorithm comes from the JWKS (its `alg`, or its key type and curve);
+//! symmetric (`oct`) and encryption keys are never used.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::Mutex;
 
-use super::OAuthError;
 use super::http::Fetcher;
+use super::{Events, OAuthError};
 
 /// One usable verification key.
 #[derive(Clone)]
@@ -31,7 +32,10 @@ pub enum JwksSource {
 
 struct State {
     keys: Option<Arc<Vec<Key>>>,
+    /// When `keys` were fetched.
     fetched: Option<Instant>,
+    /// The last attempt, and why it failed (`None`: it succeeded).
+    attempt: Option<(Instant, Option<String>)>,
     jwks_uri: Option<String>,
 }
 
@@ -67,13 +71,15 @@ impl Jwks {
             state: Mutex::new(State {
                 keys: None,
                 fetched: None,
+                attempt: None,
                 jwks_uri: None,
             }),
         }
     }
 
-    /// The key for `kid` (or the only signing key when the token names none).
-    pub async fn key(&self, kid: Option<&str>) -> Result<Key, OAuthError> {
+    /// The key for `kid` (or the only signing key when the token names none). Fetches,
+    /// and refreshes refused by `min_refresh`, are reported to `events`.
+    pub async fn key(&self, kid: Option<&str>, events: &dyn Events) -> Result<Key, OAuthError> {
         let mut st = self.state.lock().await;
         let now = Instant::now();
         let fresh = st
@@ -82,17 +88,42 @@ impl Jwks {
         if fresh && let Some(k) = st.keys.as_deref().and_then(|ks| pick(ks, kid)) {
             return Ok(k);
         }
-        // Stale, missing, or an unknown kid: refetch unless we just did.
-        let may_fetch = st
-            .fetched
-            .is_none_or(|t| !fresh || now.duration_since(t) >= self.min_refresh);
-        if may_fetch {
-            match self.fetch(&mut st).await {
+        // Stale, missing, or an unknown kid: refetch unless we just tried (successfully or
+        // not: a provider that fails must not be hammered either).
+        let trigger = match st.fetched {
+            None => "initial",
+            Some(_) if !fresh => "expired",
+            Some(_) => "unknown_kid",
+        };
+        let recent = st
+            .attempt
+            .as_ref()
+            .is_some_and(|(t, _)| now.duration_since(*t) < self.min_refresh);
+        if recent {
+            events.jwks_refresh_limited();
+            if let Some(k) = st.keys.as_deref().and_then(|ks| pick(ks, kid)) {
+                return Ok(k);
+            }
+            if let Some((_, Some(e))) = &st.attempt {
+                return Err(OAuthError::Unavailable(format!(
+                    "{e} (not retried before jwks_min_refresh)"
+                )));
+            }
+        } else {
+            let fetched = self.fetch(&mut st).await;
+            events.jwks_fetch(trigger, fetched.is_ok());
+            match fetched {
                 Ok(keys) => {
                     st.keys = Some(Arc::new(keys));
                     st.fetched = Some(Instant::now());
+                    st.attempt = Some((Instant::now(), None));
                 }
                 Err(e) => {
+                    let cause = match &e {
+                        OAuthError::Unavailable(c) => c.clone(),
+                        OAuthError::Invalid(r) => (*r).to_owned(),
+                    };
+                    st.attempt = Some((Instant::now(), Some(cause)));
                     // A stale set still holds the provider's keys: use it for known kids.
                     if let Some(k) = st.keys.as_deref().and_then(|ks| pick(ks, kid)) {
                         tracing::warn!(error = %e, "JWKS refresh failed; using the cached keys");

@@ -10,9 +10,9 @@
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
-use super::OAuthError;
 use super::http::Fetcher;
 use super::jwks::{Jwks, JwksSource, Key};
+use super::{Events, OAuthError};
 use crate::config::{JwtKeys, JwtSource};
 
 /// What a valid token vouches for.
@@ -123,12 +123,12 @@ impl JwtVerifier {
     }
 
     /// Verifies `token` and reads the identifier.
-    pub async fn verify(&self, token: &str) -> Result<Verified, OAuthError> {
+    pub async fn verify(&self, token: &str, events: &dyn Events) -> Result<Verified, OAuthError> {
         let header = decode_header(token)
             .map_err(|_| OAuthError::Invalid("malformed token or unsupported alg"))?;
         let key = match &self.keys {
             Keys::Static(k) => k.clone(),
-            Keys::Remote(jwks) => jwks.key(header.kid.as_deref()).await?,
+            Keys::Remote(jwks) => jwks.key(header.kid.as_deref(), events).await?,
         };
         self.check(token, &key)
     }

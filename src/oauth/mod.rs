@@ -7,6 +7,10 @@
 //! answers 401, never forwards); a provider that is unreachable, slow or answers nonsense is
 //! [`OAuthError::Unavailable`] (503 with `Retry-After`). Neither error, nor any log line,
 //! carries token material. This module never imports `admin`, `store` or `reload`.
+//!
+//! What it does at the providers (JWKS fetches, userinfo requests, cache hits) is reported
+//! through [`Events`], which `observe::Metrics` implements; the proxy passes its metrics to
+//! [`Verifier::verify`].
 
 pub mod http;
 pub mod jwks;
@@ -27,6 +31,34 @@ pub enum OAuthError {
     /// The provider could not be asked (the cause, for logs).
     #[error("the identity provider is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// What a verifier reports about its traffic with the provider. Every method is called once
+/// per event; implementations must be cheap (they run on the request path).
+pub trait Events: Send + Sync {
+    /// One JWKS fetch (with discovery, when the source discovers its `jwks_uri`). `trigger`:
+    /// `initial` (nothing cached), `expired` (older than `jwks_max_age`) or `unknown_kid`;
+    /// `ok`: a key set came back.
+    fn jwks_fetch(&self, trigger: &'static str, ok: bool);
+    /// A token named a kid the cached JWKS lacks, and the JWKS was not refetched because the
+    /// last fetch is younger than `jwks_min_refresh`.
+    fn jwks_refresh_limited(&self);
+    /// One request to a userinfo (or `/user/emails`) endpoint: `ok` (2xx), `refused` (400,
+    /// 401, 403: the token is not good) or `error` (unreachable, slow, other status, not JSON).
+    fn userinfo_request(&self, outcome: &'static str);
+    /// A userinfo lookup answered from the cache (`hit`) or not (`miss`).
+    fn userinfo_cache(&self, hit: bool);
+}
+
+/// Reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEvents;
+
+impl Events for NoEvents {
+    fn jwks_fetch(&self, _: &'static str, _: bool) {}
+    fn jwks_refresh_limited(&self) {}
+    fn userinfo_request(&self, _: &'static str) {}
+    fn userinfo_cache(&self, _: bool) {}
 }
 
 /// A compiled token source.
@@ -56,8 +88,14 @@ impl Verifier {
     }
 
     /// Verifies the value found in the request. With `bearer`, the value is an
-    /// `Authorization` header and must read `Bearer <token>`.
-    pub async fn verify(&self, value: &str, bearer: bool) -> Result<Verified, OAuthError> {
+    /// `Authorization` header and must read `Bearer <token>`. Provider traffic is reported to
+    /// `events`.
+    pub async fn verify(
+        &self,
+        value: &str,
+        bearer: bool,
+        events: &dyn Events,
+    ) -> Result<Verified, OAuthError> {
         let token = if bearer {
             match value.split_once(' ') {
                 Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
@@ -74,8 +112,8 @@ impl Verifier {
             return Err(OAuthError::Invalid("empty token"));
         }
         match self {
-            Verifier::Jwt(v) => v.verify(token).await,
-            Verifier::Userinfo(v) => v.verify(token).await,
+            Verifier::Jwt(v) => v.verify(token, events).await,
+            Verifier::Userinfo(v) => v.verify(token, events).await,
         }
     }
 

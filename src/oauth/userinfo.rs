@@ -12,10 +12,10 @@ use aws_lc_rs::digest;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::OAuthError;
 use super::http::Fetcher;
 use super::jwks::discover;
 use super::jwt::Verified;
+use super::{Events, OAuthError};
 use crate::config::{UserinfoFormat, UserinfoSource};
 
 type Cached = (Instant, Result<Verified, &'static str>);
@@ -51,7 +51,8 @@ impl UserinfoVerifier {
         &self.config
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Verified, OAuthError> {
+    /// Looks `token` up (or answers from the cache); requests and cache hits go to `events`.
+    pub async fn verify(&self, token: &str, events: &dyn Events) -> Result<Verified, OAuthError> {
         let mut hash = [0u8; 32];
         hash.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
         let now = Instant::now();
@@ -60,10 +61,12 @@ impl UserinfoVerifier {
             if let Some((at, r)) = cache.get(&hash)
                 && now.duration_since(*at) < self.config.cache_ttl
             {
+                events.userinfo_cache(true);
                 return r.clone().map_err(OAuthError::Invalid);
             }
         }
-        let result = self.lookup(token).await;
+        events.userinfo_cache(false);
+        let result = self.lookup(token, events).await;
         let cached = match &result {
             Ok(v) => Ok(v.clone()),
             Err(OAuthError::Invalid(r)) => Err(*r),
@@ -104,10 +107,22 @@ impl UserinfoVerifier {
         Ok(u)
     }
 
-    async fn lookup(&self, token: &str) -> Result<Verified, OAuthError> {
+    async fn lookup(&self, token: &str, events: &dyn Events) -> Result<Verified, OAuthError> {
         if token.is_empty() || token.chars().any(|c| !c.is_ascii_graphic()) {
             return Err(OAuthError::Invalid("malformed access token"));
         }
+        let answer = self.request(token).await;
+        events.userinfo_request(match &answer {
+            Ok(_) => "ok",
+            Err(OAuthError::Invalid(_)) => "refused",
+            Err(OAuthError::Unavailable(_)) => "error",
+        });
+        read(&self.config, &answer?)
+    }
+
+    /// Asks the endpoint: the JSON answer, [`OAuthError::Invalid`] when the provider refused
+    /// the token, [`OAuthError::Unavailable`] for everything else that went wrong.
+    async fn request(&self, token: &str) -> Result<Value, OAuthError> {
         let url = self.endpoint().await?;
         let got = self.fetcher.get(&url, Some(token)).await?;
         match got.status.as_u16() {
@@ -121,9 +136,8 @@ impl UserinfoVerifier {
                 )));
             }
         }
-        let body: Value = serde_json::from_slice(&got.body)
-            .map_err(|e| OAuthError::Unavailable(format!("userinfo {url}: {e}")))?;
-        read(&self.config, &body)
+        serde_json::from_slice(&got.body)
+            .map_err(|e| OAuthError::Unavailable(format!("userinfo {url}: {e}")))
     }
 }
 

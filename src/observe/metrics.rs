@@ -1,6 +1,7 @@
 //! Prometheus metrics (the `prometheus-client` crate): one [`Metrics`] per running gate, shared
 //! by the proxy (decisions, refusals, durations, upstream errors), the reloader (reload
-//! outcomes) and the admin listener, which encodes it at `GET /metrics`.
+//! outcomes), `oauth` (JWKS fetches, userinfo requests and cache hits, through
+//! [`crate::oauth::Events`]) and the admin listener, which encodes it at `GET /metrics`.
 //!
 //! Labels are `&'static str` or the route's `Arc<str>` name (a reference-count bump, no
 //! allocation); a family allocates only the first time it sees a label set.
@@ -59,9 +60,26 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JwksFetchLabels {
+    trigger: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListLabels {
     list: &'static str,
     source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    channel: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +109,12 @@ pub struct Metrics {
     generation: Gauge,
     store_ops: Family<OpLabels, Histogram, fn() -> Histogram>,
     audit_dropped: Counter,
+    jwks_fetches: Family<JwksFetchLabels, Counter>,
+    jwks_refresh_limited: Counter,
+    userinfo_requests: Family<OutcomeLabels, Counter>,
+    userinfo_cache: Family<CacheLabels, Counter>,
+    invitation_deliveries: Family<DeliveryLabels, Counter>,
+    invitation_acceptances: Family<OutcomeLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -168,6 +192,42 @@ impl Metrics {
             "Audit lines dropped because the writer fell behind",
             audit_dropped.clone(),
         );
+        let jwks_fetches = Family::<JwksFetchLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by trigger (initial, expired, unknown_kid) and outcome (ok, error)",
+            jwks_fetches.clone(),
+        );
+        let jwks_refresh_limited = Counter::default();
+        registry.register(
+            "jwks_refresh_limited",
+            "Unknown kids that did not refetch the JWKS because of jwks_min_refresh",
+            jwks_refresh_limited.clone(),
+        );
+        let userinfo_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "userinfo_requests",
+            "Requests to userinfo endpoints by outcome (ok, refused, error)",
+            userinfo_requests.clone(),
+        );
+        let userinfo_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "userinfo_cache_lookups",
+            "Userinfo lookups answered from the cache (hit) or not (miss)",
+            userinfo_cache.clone(),
+        );
+        let invitation_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "invitation_deliveries",
+            "Invitation delivery attempts by channel (email, sms) and outcome (sent, retry, failed)",
+            invitation_deliveries.clone(),
+        );
+        let invitation_acceptances = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "invitation_acceptances",
+            "Forwarded sign-ups checked for pending invitations, by outcome (accepted, none, dropped, error)",
+            invitation_acceptances.clone(),
+        );
         let duration_gated = duration
             .get_or_create(&TrafficLabels { traffic: "gated" })
             .clone();
@@ -186,6 +246,12 @@ impl Metrics {
             generation,
             store_ops,
             audit_dropped,
+            jwks_fetches,
+            jwks_refresh_limited,
+            userinfo_requests,
+            userinfo_cache,
+            invitation_deliveries,
+            invitation_acceptances,
         }
     }
 
@@ -242,6 +308,22 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// One invitation delivery attempt: `channel` `email`/`sms`, `outcome` `sent` (the relay
+    /// accepted it), `retry` (failed, tried again later) or `failed` (given up).
+    pub fn invitation_delivery(&self, channel: &'static str, outcome: &'static str) {
+        self.invitation_deliveries
+            .get_or_create(&DeliveryLabels { channel, outcome })
+            .inc();
+    }
+
+    /// One forwarded sign-up checked for invitations: `accepted` (an invitation became
+    /// accepted), `none` (no pending invitation), `dropped` (the queue was full), `error`.
+    pub fn invitation_acceptance(&self, outcome: &'static str) {
+        self.invitation_acceptances
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
     /// An audit line the writer could not take.
     pub fn audit_dropped(&self) {
         self.audit_dropped.inc();
@@ -253,6 +335,32 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl crate::oauth::Events for Metrics {
+    fn jwks_fetch(&self, trigger: &'static str, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.jwks_fetches
+            .get_or_create(&JwksFetchLabels { trigger, outcome })
+            .inc();
+    }
+
+    fn jwks_refresh_limited(&self) {
+        self.jwks_refresh_limited.inc();
+    }
+
+    fn userinfo_request(&self, outcome: &'static str) {
+        self.userinfo_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    fn userinfo_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.userinfo_cache
+            .get_or_create(&CacheLabels { result })
+            .inc();
     }
 }
 
@@ -283,5 +391,25 @@ mod tests {
         assert!(text.contains(r#"idgate_refusals_total{cause="bad_json",status="400"} 1"#));
         assert!(text.contains(r#"idgate_request_duration_seconds_count{traffic="gated"} 1"#));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn oauth_events_are_counted() {
+        use crate::oauth::Events;
+        let m = Metrics::new();
+        m.jwks_fetch("unknown_kid", false);
+        m.jwks_refresh_limited();
+        m.jwks_refresh_limited();
+        m.userinfo_request("refused");
+        m.userinfo_cache(true);
+        let text = m.encode();
+        for line in [
+            r#"idgate_jwks_fetches_total{trigger="unknown_kid",outcome="error"} 1"#,
+            "idgate_jwks_refresh_limited_total 2",
+            r#"idgate_userinfo_requests_total{outcome="refused"} 1"#,
+            r#"idgate_userinfo_cache_lookups_total{result="hit"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 }

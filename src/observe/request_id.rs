@@ -77,7 +77,7 @@ pub fn acceptable(v: &[u8]) -> bool {
 /// mixed with the time, so a request is never refused for want of an id.
 pub fn generate() -> HeaderValue {
     let mut raw = [0u8; 16];
-    if getrandom::fill(&mut raw).is_err() {
+    if !random_bytes(&mut raw) {
         fallback(&mut raw);
     }
     let mut hex = [0u8; 32];
@@ -90,6 +90,46 @@ pub fn generate() -> HeaderValue {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Ids drawn from one `getrandom` call (per thread): one syscall per 256 requests instead
+/// of one per request. The bytes are the OS's, used once each.
+const BATCH: usize = 256 * 16;
+
+struct Batch {
+    bytes: [u8; BATCH],
+    used: usize,
+}
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<Batch> = const {
+        std::cell::RefCell::new(Batch { bytes: [0; BATCH], used: BATCH })
+    };
+}
+
+/// Fills `out` (at most [`BATCH`] bytes) from this thread's batch of OS randomness,
+/// refilling it when used up; false when the OS source failed.
+fn random_bytes(out: &mut [u8]) -> bool {
+    if out.len() > BATCH {
+        return getrandom::fill(out).is_ok();
+    }
+    RANDOM.with(|cell| {
+        let Ok(mut b) = cell.try_borrow_mut() else {
+            return getrandom::fill(out).is_ok();
+        };
+        if b.used + out.len() > BATCH {
+            if getrandom::fill(&mut b.bytes).is_err() {
+                return false;
+            }
+            b.used = 0;
+        }
+        let start = b.used;
+        out.copy_from_slice(&b.bytes[start..start + out.len()]);
+        // Never handed out twice.
+        b.bytes[start..start + out.len()].fill(0);
+        b.used += out.len();
+        true
+    })
+}
 
 fn fallback(raw: &mut [u8; 16]) {
     use std::sync::atomic::{AtomicU64, Ordering};

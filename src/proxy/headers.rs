@@ -46,15 +46,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes the headers a `Connection` header names.
+/// Removes the headers a `Connection` header names. The usual `keep-alive`, `close` and
+/// `upgrade` are skipped without allocating (they are removed as hop-by-hop or name no
+/// header): upstreams send `Connection: keep-alive` on nearly every response.
 fn strip_listed(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for name in value.split(',').map(str::trim) {
+            if ["keep-alive", "close", "upgrade", ""]
+                .iter()
+                .any(|usual| name.eq_ignore_ascii_case(usual))
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                listed.push(name);
+            }
+        }
+    }
     for name in listed {
         headers.remove(name);
     }
@@ -72,19 +82,26 @@ pub fn to_upstream(headers: &mut HeaderMap, peer: IpAddr, upgrade: Option<Header
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto);
     }
-    // One buffer, written in place (no intermediate Strings); the prior value is visible
-    // ASCII (`to_str` succeeded) and an IP address is too, so the conversion cannot fail.
+    // The peer is written on the stack; the value then takes one allocation (its own
+    // bytes). The prior value is visible ASCII (`to_str` succeeded) and an IP address is
+    // too, so the conversion cannot fail.
     let prior = headers
         .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .filter(|p| !p.trim().is_empty());
-    let mut xff = BytesMut::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
-    if let Some(prior) = prior {
-        xff.extend_from_slice(prior.as_bytes());
-        xff.extend_from_slice(b", ");
-    }
-    let _ = write!(xff, "{peer}");
-    if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
+    let mut ip = IpText::default();
+    let _ = write!(ip, "{peer}");
+    let value = match prior {
+        None => HeaderValue::from_bytes(ip.as_bytes()),
+        Some(prior) => {
+            let mut xff = BytesMut::with_capacity(prior.len() + 2 + ip.len);
+            xff.extend_from_slice(prior.as_bytes());
+            xff.extend_from_slice(b", ");
+            xff.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_maybe_shared(xff.freeze())
+        }
+    };
+    if let Ok(v) = value {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -95,6 +112,37 @@ pub fn to_upstream(headers: &mut HeaderMap, peer: IpAddr, upgrade: Option<Header
         None => {
             headers.remove(X_FORWARDED_HOST);
         }
+    }
+}
+
+/// An IP address's text on the stack (the longest IPv6 form is 45 bytes).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl IpText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -162,6 +210,29 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "app.example");
         assert_eq!(h["host"], "app.example");
         assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn usual_connection_tokens_are_skipped_and_listed_names_still_go() {
+        let mut h = map(&[
+            ("connection", "Keep-Alive, close , x-internal,,Upgrade"),
+            ("x-internal", "1"),
+            ("upgrade", "h2c"),
+            ("content-length", "2"),
+        ]);
+        to_client(&mut h, false);
+        assert!(h.get("connection").is_none());
+        assert!(h.get("x-internal").is_none());
+        assert!(h.get("upgrade").is_none());
+        assert_eq!(h["content-length"], "2");
+
+        let mut h = map(&[]);
+        to_upstream(
+            &mut h,
+            "2001:db8::ffff:ffff:ffff:ffff".parse().unwrap(),
+            None,
+        );
+        assert_eq!(h["x-forwarded-for"], "2001:db8::ffff:ffff:ffff:ffff");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod headers;
+pub mod pool;
 
 use crate::trigger::stopped;
 use std::convert::Infallible;
@@ -33,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
-use crate::config::Mode;
+use crate::config::{Mode, RouteKind};
 use crate::gate::decision::{Reason, decide};
 use crate::gate::extract::{self, Spec};
 use crate::gate::route::PathMatch;
@@ -47,7 +48,7 @@ pub use error::ProxyError;
 /// The body sent to the upstream: the client's stream, or the buffered bytes of a gated request.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 /// The body sent to the client: the upstream's stream, or an answer of the gate's own.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+pub type RespBody = Either<pool::UpstreamBody, Full<Bytes>>;
 
 /// Settings fixed for the life of the process (not reloadable).
 #[derive(Debug, Clone)]
@@ -78,12 +79,16 @@ pub struct Proxy {
     client: UpstreamClient,
     /// HTTP/1.1 only: protocol upgrades (WebSocket) need an HTTP/1.1 connection.
     client_h1: UpstreamClient,
+    /// Plain `http://` upstreams without an upgrade: the lean HTTP/1.1 pool.
+    pool: pool::Pool,
     settings: ProxySettings,
     /// Bytes of gated bodies that may be buffered at once; one permit per byte reserved.
     buffers: Arc<Semaphore>,
     budget: usize,
     /// Metrics and the audit log.
     observer: Arc<Observer>,
+    /// Where accepted sign-ups go (canonical identifiers), for invitation acceptance.
+    accepted: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 impl Proxy {
@@ -103,21 +108,37 @@ impl Proxy {
             Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(settings.pool_idle_timeout)
-                .pool_max_idle_per_host(256)
+                .pool_max_idle_per_host(POOL_MAX_IDLE)
                 .timer(TokioTimer::new())
                 .build(upstream.wrap(connector.clone(), h2))
         };
         let client = build(true);
         let client_h1 = build(false);
+        let pool = pool::Pool::new(
+            settings.upstream_connect_timeout,
+            settings.pool_idle_timeout,
+            POOL_MAX_IDLE,
+        );
         Proxy {
             snapshots,
             client,
             client_h1,
+            pool,
             settings,
             buffers: Arc::new(Semaphore::new(DEFAULT_BUFFER_BUDGET)),
             budget: DEFAULT_BUFFER_BUDGET,
             observer: Arc::new(Observer::default()),
+            accepted: None,
         }
+    }
+
+    /// Sends the canonical identifiers of every allowed `sign_up` request in enforce mode
+    /// that the upstream answered 2xx to `tx` (`app` marks their invitations accepted).
+    /// Never waits: when the channel is full the identifier is dropped with a warning and
+    /// `idgate_invitation_acceptances{outcome="dropped"}`.
+    pub fn with_acceptance(mut self, tx: tokio::sync::mpsc::Sender<String>) -> Self {
+        self.accepted = Some(tx);
+        self
     }
 
     /// Records decisions, refusals and durations into `observer` (default: metrics nobody
@@ -312,7 +333,7 @@ impl Proxy {
             max_decoded: limit,
         };
         let mut found = extract::extract(&parts, &bytes, &spec)?;
-        verify_tokens(route, &mut found, &peer).await?;
+        verify_tokens(route, &mut found, &peer, &*self.observer.metrics).await?;
         let mut ids: Vec<Identifier> = Vec::with_capacity(found.len());
         for f in &found {
             let kind = route.sources.get(f.source).and_then(|s| s.kind);
@@ -369,15 +390,29 @@ impl Proxy {
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        self.forward(
-            snap,
-            parts,
-            Either::Right(Full::new(bytes)),
-            peer,
-            request_id,
-            None,
-        )
-        .await
+        let resp = self
+            .forward(
+                snap,
+                parts,
+                Either::Right(Full::new(bytes)),
+                peer,
+                request_id,
+                None,
+            )
+            .await;
+        if let (Some(tx), Ok(r)) = (&self.accepted, &resp)
+            && r.status().is_success()
+            && route.kind == RouteKind::SignUp
+            && route.mode == Mode::Enforce
+        {
+            for id in &ids {
+                if tx.try_send(id.as_str().to_owned()).is_err() {
+                    tracing::warn!(route = %route.name, "invitation acceptance queue full; one acceptance dropped");
+                    self.observer.metrics.invitation_acceptance("dropped");
+                }
+            }
+        }
+        resp
     }
 
     async fn forward(
@@ -393,19 +428,25 @@ impl Proxy {
             Some((protocol, on_client)) => (Some(protocol), Some(on_client)),
             None => (None, None),
         };
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme(snap.upstream.scheme.clone())
-            .authority(snap.upstream.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| bad("bad_uri", &e.to_string()))?;
-        parts.version = Version::HTTP_11;
         let upgrading = upgrade.is_some();
+        // Plain upstreams without an upgrade go through the lean pool, which sends the URI
+        // as is (origin-form); the legacy client wants it absolute.
+        let pooled = !upgrading && snap.upstream.scheme == http::uri::Scheme::HTTP;
+        let path_and_query = match parts.uri.path_and_query() {
+            Some(pq) => pq.clone(),
+            None => PathAndQuery::from_static("/"),
+        };
+        parts.uri = if pooled {
+            Uri::from(path_and_query)
+        } else {
+            Uri::builder()
+                .scheme(snap.upstream.scheme.clone())
+                .authority(snap.upstream.authority.clone())
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|e| bad("bad_uri", &e.to_string()))?
+        };
+        parts.version = Version::HTTP_11;
         headers::to_upstream(&mut parts.headers, peer.ip(), upgrade);
         // Again after `to_upstream`: a client's `Connection: x-request-id` strips it there.
         parts.headers.insert(
@@ -417,19 +458,33 @@ impl Proxy {
                 .headers
                 .insert("x-forwarded-proto", HeaderValue::from_static("https"));
         }
-        let client = if upgrading {
-            &self.client_h1
+        let mut resp = if pooled {
+            if !parts.headers.contains_key(header::HOST) {
+                // An HTTP/1.0 client may omit it; HTTP/1.1 upstreams require one.
+                let host = HeaderValue::from_str(snap.upstream.authority.as_str())
+                    .map_err(|_| bad("bad_uri", "the upstream authority is not a valid Host"))?;
+                parts.headers.insert(header::HOST, host);
+            }
+            let req = Request::from_parts(parts, body);
+            let sent = self.pool.send(&snap.upstream.authority, req);
+            match tokio::time::timeout(snap.upstream_response_timeout, sent).await {
+                Err(_) => return Err(ProxyError::UpstreamResponseTimeout),
+                Ok(Err(e)) => return Err(classify_pooled(e)),
+                Ok(Ok(r)) => r,
+            }
         } else {
-            &self.client
-        };
-
-        let req = Request::from_parts(parts, body);
-        let mut resp =
+            let client = if upgrading {
+                &self.client_h1
+            } else {
+                &self.client
+            };
+            let req = Request::from_parts(parts, body);
             match tokio::time::timeout(snap.upstream_response_timeout, client.request(req)).await {
                 Err(_) => return Err(ProxyError::UpstreamResponseTimeout),
                 Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(r)) => r,
-            };
+                Ok(Ok(r)) => r.map(pool::UpstreamBody::unpooled),
+            }
+        };
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switched && upgrading {
             if let Some(on_client) = on_client {
@@ -459,13 +514,14 @@ async fn verify_tokens(
     route: &Route,
     found: &mut [extract::Found],
     peer: &SocketAddr,
+    events: &dyn crate::oauth::Events,
 ) -> Result<(), ProxyError> {
     let mut subs: [Option<String>; 2] = [None, None];
     for f in found.iter_mut() {
         let Some(Some(check)) = route.tokens.get(f.source) else {
             continue;
         };
-        match check.verifier.verify(&f.raw, check.bearer).await {
+        match check.verifier.verify(&f.raw, check.bearer, events).await {
             Ok(v) => {
                 let slot = usize::from(!check.verifier.is_jwt());
                 if !v.sub.is_empty() {
@@ -591,6 +647,24 @@ fn upstream_kind(e: &ProxyError) -> Option<&'static str> {
         ProxyError::UpstreamResponseTimeout => Some("response_timeout"),
         ProxyError::Upstream(_) => Some("other"),
         _ => None,
+    }
+}
+
+/// Idle connections kept per proxy for plain upstreams (and per legacy client and host).
+pub const POOL_MAX_IDLE: usize = 256;
+
+fn classify_pooled(e: pool::PoolError) -> ProxyError {
+    match e {
+        pool::PoolError::ConnectTimeout => ProxyError::UpstreamConnectTimeout,
+        pool::PoolError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            ProxyError::UpstreamConnectTimeout
+        }
+        e @ (pool::PoolError::Connect { .. } | pool::PoolError::Handshake(_)) => {
+            ProxyError::UpstreamConnect(error_chain(&e))
+        }
+        pool::PoolError::Request(e) => ProxyError::Upstream(error_chain(&e)),
     }
 }
 

@@ -69,17 +69,14 @@ pub fn read_inputs(config_path: &Path, store: StoreView) -> Result<(Inputs, u64)
         (ListKind::Block, &config.lists.files.block),
     ] {
         for path in paths {
-            let text = std::fs::read_to_string(path).map_err(|source| ReloadError::ListFile {
+            // Hashed here, parsed (streamed again) only if the content changed.
+            let file = ListFile::read(path, list).map_err(|source| ReloadError::ListFile {
                 path: path.clone(),
                 source,
             })?;
             path.hash(&mut hasher);
-            text.hash(&mut hasher);
-            list_files.push(ListFile {
-                path: path.clone(),
-                list,
-                text,
-            });
+            file.hash.hash(&mut hasher);
+            list_files.push(file);
         }
     }
     Ok((
@@ -123,6 +120,8 @@ struct Fixed {
     tls_handshake: Duration,
     /// The audit log's output is opened once at start.
     audit: config::Audit,
+    /// The invitation delivery worker reads its settings once at start.
+    invitations: Option<config::InvitationsConfig>,
 }
 
 impl Fixed {
@@ -138,6 +137,7 @@ impl Fixed {
             upstream_tls: c.upstream_tls.clone(),
             tls_handshake: c.timeouts.tls_handshake,
             audit: c.audit.clone(),
+            invitations: c.invitations.clone(),
         }
     }
 
@@ -162,6 +162,8 @@ impl Fixed {
             Some("timeouts.tls_handshake")
         } else if self.audit != other.audit {
             Some("audit")
+        } else if self.invitations != other.invitations {
+            Some("invitations")
         } else {
             None
         }

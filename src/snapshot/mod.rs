@@ -22,6 +22,10 @@ use crate::lists::{
 };
 use crate::store::{RestrictionOverrides, StoredEntry};
 
+mod files;
+
+pub use files::ListFile;
+
 /// The current snapshot, swapped atomically by the reloader.
 pub type SnapshotHandle = Arc<ArcSwap<Snapshot>>;
 
@@ -139,65 +143,6 @@ impl ListLayers {
     }
 }
 
-fn content_hash(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
-}
-
-/// Parses one list file, in parallel on the available cores (a 1M-entry file is mostly
-/// identifier parsing), then builds its matcher.
-fn compile_file(file: &ListFile, hash: u64, opts: &ParseOptions) -> FilePart {
-    let path: Arc<str> = Arc::from(file.path.display().to_string());
-    let tokens = crate::lists::split_entries(&file.text);
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
-    let chunk = tokens.len().div_ceil(threads).max(1);
-    type Parsed = Vec<Result<(Entry, u32), String>>;
-    let parsed: Vec<Parsed> = std::thread::scope(|scope| {
-        let handles: Vec<_> = tokens
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|t| match parse_entry(t.text, file.list, opts) {
-                            Ok(e) => Ok((e, t.line)),
-                            Err(e) => Err(format!("line {}: `{}`: {e}", t.line, t.text)),
-                        })
-                        .collect::<Parsed>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let mut builder = MatcherBuilder::new(file.list);
-    let mut warnings = Vec::new();
-    for r in parsed.into_iter().flatten() {
-        match r {
-            Ok((entry, line)) => builder.add(
-                entry,
-                Source {
-                    kind: SourceKind::File { path: path.clone() },
-                    line: Some(line),
-                },
-            ),
-            Err(e) => warnings.push(format!("{path}: {e} (line skipped)")),
-        }
-    }
-    FilePart {
-        path: file.path.clone(),
-        hash,
-        matcher: builder.build(),
-        warnings,
-    }
-}
-
 /// The source every store entry carries.
 pub fn store_source() -> Source {
     Source {
@@ -250,14 +195,6 @@ impl StoreLists {
         };
         lock.write().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// One list file's content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListFile {
-    pub path: PathBuf,
-    pub list: ListKind,
-    pub text: String,
 }
 
 /// A gated route, compiled.
@@ -495,15 +432,33 @@ pub fn compile_reusing(
             }
         }
     }
+    // Unchanged files keep their compiled part; the others compile in parallel.
+    let reused: Vec<Option<Arc<FilePart>>> = inputs
+        .list_files
+        .iter()
+        .map(|f| previous.and_then(|prev| prev.config_list(f.list).find_file(&f.path, f.hash)))
+        .collect();
+    let changed: Vec<&ListFile> = inputs
+        .list_files
+        .iter()
+        .zip(&reused)
+        .filter(|(_, r)| r.is_none())
+        .map(|(f, _)| f)
+        .collect();
+    let mut compiled = files::compile_files(&changed, &identifiers).into_iter();
     let mut allow_files = Vec::new();
     let mut block_files = Vec::new();
-    for file in &inputs.list_files {
-        let hash = content_hash(&file.text);
-        let reused =
-            previous.and_then(|prev| prev.config_list(file.list).find_file(&file.path, hash));
+    for (file, reused) in inputs.list_files.iter().zip(reused) {
         let part = match reused {
             Some(part) => part,
-            None => Arc::new(compile_file(file, hash, &identifiers)),
+            None => match compiled.next() {
+                Some(Ok(part)) => Arc::new(part),
+                Some(Err(e)) => {
+                    errors.push(e);
+                    continue;
+                }
+                None => continue,
+            },
         };
         for w in &part.warnings {
             warnings.push(w.clone());
@@ -677,11 +632,7 @@ pub(crate) mod tests {
     fn unchanged_list_files_are_reused_and_changed_ones_rebuilt() {
         let text = "listen: [{ addr: 127.0.0.1:0 }]\nupstream: http://127.0.0.1:1\n";
         let config = crate::config::from_str(text, std::path::Path::new("t.yaml")).unwrap();
-        let file = |path: &str, list, text: &str| ListFile {
-            path: path.into(),
-            list,
-            text: text.into(),
-        };
+        let file = |path: &str, list, text: &str| ListFile::from_text(path, list, text);
         let mut inputs = Inputs {
             config_path: "t.yaml".into(),
             config,
@@ -699,7 +650,7 @@ pub(crate) mod tests {
                 .count()
         };
         assert_eq!(skipped(&first), 1, "{:?}", first.warnings);
-        inputs.list_files[1].text = "b@x.com\nc@x.com\n".into();
+        inputs.list_files[1] = file("b.txt", ListKind::Block, "b@x.com\nc@x.com\n");
         let second = compile_reusing(&inputs, 2, Some(&first)).unwrap();
         assert!(
             Arc::ptr_eq(&first.allow.files[0], &second.allow.files[0]),
@@ -716,49 +667,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn large_files_parse_in_parallel_with_their_lines() {
-        let text: String = (0..10_000)
-            .map(|i| {
-                if i == 7777 {
-                    "oops@@x\n".to_owned()
-                } else {
-                    format!("u{i}@x{}.com\n", i % 10)
-                }
-            })
-            .collect();
-        let part = compile_file(
-            &ListFile {
-                path: "big.txt".into(),
-                list: ListKind::Block,
-                text,
-            },
-            0,
-            &ParseOptions::default(),
-        );
-        assert_eq!(part.matcher.len(), 9_999);
-        assert_eq!(part.warnings.len(), 1);
-        assert!(
-            part.warnings[0].contains("line 7778"),
-            "{:?}",
-            part.warnings
-        );
-        let (entry, source) = part.matcher.get_by_key("x:u9999@x9.com").unwrap();
-        assert_eq!(entry, "u9999@x9.com");
-        assert_eq!(source.line, Some(10_000));
-    }
-
-    #[test]
     fn compile_reports_every_bad_inline_entry_and_max_entries() {
         let text = "listen: [{ addr: 127.0.0.1:0 }]\nupstream: http://127.0.0.1:1\nlists:\n  allow: [\"bad@@x\", \"ok@x.com\", \"x.com\"]\n  block: [\"+1\"]\n";
         let config = crate::config::from_str(text, std::path::Path::new("t.yaml")).unwrap();
         let inputs = Inputs {
             config_path: "t.yaml".into(),
             config,
-            list_files: vec![ListFile {
-                path: "big.txt".into(),
-                list: ListKind::Block,
-                text: "a@x.com\nb@x.com\nc@x.com\n".into(),
-            }],
+            list_files: vec![ListFile::from_text(
+                "big.txt",
+                ListKind::Block,
+                "a@x.com\nb@x.com\nc@x.com\n",
+            )],
             store: StoreView::default(),
         };
         let err = compile(&inputs, 1).unwrap_err().to_string();

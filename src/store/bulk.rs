@@ -11,12 +11,16 @@
 //! list's full new content (swapped in one step); an append or a removal is one
 //! [`Change::Added`] / [`Change::Removed`] per entry, in order (the reloader applies a run of
 //! them under one write lock).
+//!
+//! Removing an allow-list entry (by a replace or a remove) revokes the pending invitations for
+//! its identifier and gives up their deliveries in the same op, as deleting it singly does.
 
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ids::new_id;
+use super::invitations::revoke_pending_for;
 use super::sqlite::{COLUMNS, now_ms, row_to_entry, unavailable};
 use super::{Change, ListKind, NewEntry, StoreError, StoredEntry, id_prefix};
 
@@ -181,6 +185,7 @@ fn replace(
     };
     let mut result = BulkResult::default();
     let mut kept: HashMap<&str, &StoredEntry> = HashMap::with_capacity(existing.len());
+    let now = now_ms();
     for e in &existing {
         if seen.contains(e.key.as_str()) {
             kept.insert(e.key.as_str(), e);
@@ -188,10 +193,12 @@ fn replace(
             conn.prepare_cached("DELETE FROM entries WHERE id = ?1")
                 .and_then(|mut s| s.execute([&e.id]))
                 .map_err(unavailable)?;
+            if list == ListKind::Allow {
+                revoke_pending_for(conn, &e.identifier, now)?;
+            }
             result.removed.push(e.clone());
         }
     }
-    let now = now_ms();
     let mut content: Vec<StoredEntry> = existing
         .iter()
         .filter(|e| kept.contains_key(e.key.as_str()))
@@ -251,6 +258,7 @@ fn remove(
     entries: &[NewEntry],
 ) -> Result<BulkResult, StoreError> {
     let mut result = BulkResult::default();
+    let now = now_ms();
     for e in entries {
         let row = conn
             .prepare_cached(&format!(
@@ -262,7 +270,12 @@ fn remove(
             })
             .map_err(unavailable)?;
         match row {
-            Some(row) => result.removed.push(row),
+            Some(row) => {
+                if list == ListKind::Allow {
+                    revoke_pending_for(conn, &row.identifier, now)?;
+                }
+                result.removed.push(row);
+            }
             None => result.unchanged.push(e.identifier.clone()),
         }
     }

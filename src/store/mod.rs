@@ -4,7 +4,8 @@
 //! Owns: the [`Store`] handle and its types ([`StoredEntry`], [`NewEntry`],
 //! [`RestrictionOverrides`], [`StoreState`], [`Change`], [`StoreError`]), entry ids
 //! ([`ids`]), bulk list writes ([`bulk`]: replace/append/remove in one transaction, for the
-//! Magic API and `idgate lists`), and the backends. Entries from the config file and list files are **not** here;
+//! Magic API and `idgate lists`), invitations and their delivery outbox ([`invitations`],
+//! issue #9), and the backends. Entries from the config file and list files are **not** here;
 //! only what was written through the API. Restriction overrides set through the API are stored
 //! as `Some` values and win over the config's defaults after a restart; `None` leaves the
 //! config in charge.
@@ -35,6 +36,7 @@
 
 pub mod bulk;
 pub mod ids;
+pub mod invitations;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -46,10 +48,14 @@ use std::path::{Path, PathBuf};
 pub use crate::lists::ListKind;
 
 pub use bulk::{BulkOp, BulkResult, BulkWrite};
+pub use invitations::{
+    Channel, Delivery, DeliveryCounts, DeliveryState, Invitation, InvitationOrderField,
+    InvitationQuery, InvitationStatus, NewInvitation,
+};
 pub use sqlite::SqliteStore;
 
 /// Clerk's `identifier_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentifierType {
     /// `email_address` (also used for `*@domain` entries).
@@ -199,9 +205,22 @@ pub enum StoreError {
         /// The existing row's id.
         id: String,
     },
-    /// No entry with that id in that list.
+    /// No entry with that id in that list (or no invitation with that id).
     #[error("no entry with id {0}")]
     NotFound(String),
+    /// Pending invitations exist for these identifiers (or one appears twice in the call);
+    /// nothing was written.
+    #[error("there are already pending invitations for {}", identifiers.join(", "))]
+    DuplicateInvitation {
+        /// Every duplicate identifier of the call, in order.
+        identifiers: Vec<String>,
+    },
+    /// The invitation was revoked already.
+    #[error("invitation {0} is already revoked")]
+    InvitationAlreadyRevoked(String),
+    /// The invitation was accepted already.
+    #[error("invitation {0} is already accepted")]
+    InvitationAlreadyAccepted(String),
     /// A bulk write would leave more entries in `list` than its limit; nothing was written.
     #[error(
         "the {list} list would hold {total} API-managed entries, more than the {limit} allowed"
@@ -238,6 +257,21 @@ pub enum Store {
     Sqlite(SqliteStore),
 }
 
+/// Told each store op's name and latency (see [`Store::set_op_observer`]).
+pub type OpObserver = std::sync::Arc<dyn Fn(&'static str, std::time::Duration) + Send + Sync>;
+
+/// Runs one backend call, timed, and reports it to the op observer.
+macro_rules! timed {
+    ($store:ident, $op:literal, $s:ident => $call:expr) => {{
+        let started = std::time::Instant::now();
+        let out = match $store {
+            Store::Sqlite($s) => $call.await,
+        };
+        $store.observe($op, started.elapsed());
+        out
+    }};
+}
+
 impl Store {
     /// Opens (creating it and its parent directories if needed) the SQLite store at `path`:
     /// WAL, `synchronous=FULL`, `foreign_keys=ON`, busy timeout, migrations applied.
@@ -252,7 +286,6 @@ impl Store {
         }
     }
 
-    /// Everything in the store (blocking; for start-up).
     /// Installs the function that applies committed changes to the live gate. It runs on the
     /// writer thread after each commit, in commit order, before the writers are answered —
     /// that is what makes admin writes read-your-writes without races between concurrent
@@ -263,6 +296,25 @@ impl Store {
         }
     }
 
+    /// Installs the function told how long each store op took (op name, latency as the
+    /// caller saw it: queueing, group commit and the commit hook included). The gate feeds it
+    /// into `idgate_store_op_duration_seconds`; the store itself knows nothing of metrics.
+    pub fn set_op_observer(&self, observer: OpObserver) {
+        match self {
+            Store::Sqlite(s) => s.set_op_observer(observer),
+        }
+    }
+
+    fn observe(&self, op: &'static str, elapsed: std::time::Duration) {
+        let observer = match self {
+            Store::Sqlite(s) => s.op_observer(),
+        };
+        if let Some(f) = observer {
+            f(op, elapsed);
+        }
+    }
+
+    /// Everything in the store (blocking; for start-up).
     pub fn load(&self) -> Result<StoreState, StoreError> {
         match self {
             Store::Sqlite(s) => s.load(),
@@ -271,16 +323,12 @@ impl Store {
 
     /// Adds an entry; `Ok` means committed durably.
     pub async fn insert(&self, list: ListKind, e: NewEntry) -> Result<StoredEntry, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.insert(list, e).await,
-        }
+        timed!(self, "insert", s => s.insert(list, e))
     }
 
     /// Removes the entry `id` from `list`; `Ok` (the removed row) means committed durably.
     pub async fn delete(&self, list: ListKind, id: &str) -> Result<StoredEntry, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.delete(list, id).await,
-        }
+        timed!(self, "delete", s => s.delete(list, id))
     }
 
     /// Merges the `Some` fields of `patch` into the stored overrides and returns the full
@@ -289,18 +337,14 @@ impl Store {
         &self,
         patch: RestrictionOverrides,
     ) -> Result<RestrictionOverrides, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.update_restrictions(patch).await,
-        }
+        timed!(self, "update_restrictions", s => s.update_restrictions(patch))
     }
 
     /// Replaces, appends to or removes from one or both lists as one op: one transaction, one
     /// commit, one application to the live gate (see [`bulk`]). `Ok` means committed durably
     /// and enforced; any error means nothing was written.
     pub async fn bulk(&self, writes: Vec<BulkWrite>) -> Result<Vec<BulkResult>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.bulk(writes).await,
-        }
+        timed!(self, "bulk", s => s.bulk(writes))
     }
 
     /// A page of `list`, newest first (`created_at` desc, `id` desc), and the list's total.
@@ -311,16 +355,12 @@ impl Store {
         limit: Option<usize>,
         offset: usize,
     ) -> Result<(Vec<StoredEntry>, usize), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.list(list, limit, offset).await,
-        }
+        timed!(self, "list", s => s.list(list, limit, offset))
     }
 
     /// Every identifier of `list`, oldest first (exports).
     pub async fn identifiers(&self, list: ListKind) -> Result<Vec<String>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.identifiers(list).await,
-        }
+        timed!(self, "identifiers", s => s.identifiers(list))
     }
 
     /// The entry of `list` whose dedup key is `key`.
@@ -329,8 +369,137 @@ impl Store {
         list: ListKind,
         key: &str,
     ) -> Result<Option<StoredEntry>, StoreError> {
+        timed!(self, "get_by_key", s => s.get_by_key(list, key))
+    }
+
+    /// Creates invitations as one op (single create or a bulk of ≤ 10): any duplicate fails
+    /// the whole call with [`StoreError::DuplicateInvitation`] naming all of them, and nothing
+    /// is written. Items with `deliver` get their delivery row in the same transaction.
+    pub async fn create_invitations(
+        &self,
+        items: Vec<NewInvitation>,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        timed!(self, "create_invitations", s => s.create_invitations(items))
+    }
+
+    /// Adds `entry` to the allow list together with an invitation (a pending one for the
+    /// identifier is reused, else `invitation` is created) and its delivery, in one
+    /// transaction; the entry's `invitation_id` is set. Duplicate entry → [`StoreError::Duplicate`].
+    pub async fn insert_invited(
+        &self,
+        entry: NewEntry,
+        invitation: NewInvitation,
+    ) -> Result<(StoredEntry, Invitation), StoreError> {
+        timed!(self, "insert_invited", s => s.insert_invited(entry, invitation))
+    }
+
+    /// Revokes invitation `id` (and gives up its pending deliveries). Errors: `NotFound`,
+    /// `InvitationAlreadyRevoked`, `InvitationAlreadyAccepted`.
+    pub async fn revoke_invitation(&self, id: &str) -> Result<Invitation, StoreError> {
+        timed!(self, "revoke_invitation", s => s.revoke_invitation(id))
+    }
+
+    /// Deletes invitation `id` of any status, with its deliveries; returns it as it was.
+    pub async fn delete_invitation(&self, id: &str) -> Result<Invitation, StoreError> {
+        timed!(self, "delete_invitation", s => s.delete_invitation(id))
+    }
+
+    /// Marks the pending, not past-due invitations for canonical `identifier` accepted.
+    pub async fn accept_invitations(&self, identifier: &str) -> Result<usize, StoreError> {
+        timed!(self, "accept_invitations", s => s.accept_invitations(identifier))
+    }
+
+    /// The expiry sweep: pending invitations past `expires_at` become `expired`.
+    pub async fn expire_invitations(&self) -> Result<usize, StoreError> {
+        timed!(self, "expire_invitations", s => s.expire_invitations())
+    }
+
+    /// A page of invitations and the number matching `q` (past-due pending rows read as
+    /// `expired`).
+    pub async fn list_invitations(
+        &self,
+        q: InvitationQuery,
+    ) -> Result<(Vec<Invitation>, usize), StoreError> {
+        timed!(self, "list_invitations", s => s.list_invitations(q))
+    }
+
+    /// One invitation.
+    pub async fn get_invitation(&self, id: &str) -> Result<Option<Invitation>, StoreError> {
+        timed!(self, "get_invitation", s => s.get_invitation(id))
+    }
+
+    /// Deliveries in state pending with `next_attempt_at <= now` whose invitation is still
+    /// pending and not past due; oldest first.
+    pub async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        timed!(self, "due_deliveries", s => s.due_deliveries(now, limit))
+    }
+
+    /// Every delivery of one invitation, oldest first.
+    pub async fn deliveries_of(&self, invitation_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        timed!(self, "deliveries_of", s => s.deliveries_of(invitation_id))
+    }
+
+    /// The last check before sending delivery `id`, run on the writer so it is ordered after
+    /// every write that returned before it (a revoke that answered 200 while the worker was
+    /// reading a batch is honoured). True only if the delivery is still `pending` and its
+    /// invitation is `pending` and not past due at `now`; otherwise false, and if the
+    /// invitation is no longer pending the delivery is given up (`failed`, last_error
+    /// `invitation revoked` / `accepted` / `expired`). A true claim changes nothing.
+    pub async fn claim_delivery(&self, id: i64, now: i64) -> Result<bool, StoreError> {
+        timed!(self, "claim_delivery", s => s.claim_delivery(id, now))
+    }
+
+    /// Marks a delivery sent: `pending → sent` only (a `failed` one stays failed); a second
+    /// mark of a `sent` one changes nothing.
+    pub async fn delivery_sent(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        timed!(self, "delivery_sent", s => s.delivery_sent(id, at))
+    }
+
+    /// Records a failed attempt and the next try.
+    pub async fn delivery_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_at: i64,
+        error: String,
+    ) -> Result<(), StoreError> {
+        timed!(self, "delivery_retry", s => s.delivery_retry(id, attempts, next_attempt_at, error))
+    }
+
+    /// Gives a delivery up (`failed`).
+    pub async fn delivery_give_up(&self, id: i64, error: String) -> Result<(), StoreError> {
+        timed!(self, "delivery_give_up", s => s.delivery_give_up(id, error))
+    }
+
+    /// Outbox totals: pending / sent / failed and the oldest pending `created_at`.
+    pub async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
+        timed!(self, "delivery_counts", s => s.delivery_counts())
+    }
+
+    /// A number that changes after every committed op that may have added a pending
+    /// invitation; with [`Store::pending_invitation_identifiers`] it lets the acceptance task
+    /// keep an in-memory filter and skip the store for sign-ups nobody was invited to.
+    pub fn invitations_version(&self) -> u64 {
         match self {
-            Store::Sqlite(s) => s.get_by_key(list, key).await,
+            Store::Sqlite(s) => s.invitations_version(),
+        }
+    }
+
+    /// Every identifier that has a pending invitation (past-due ones included).
+    pub async fn pending_invitation_identifiers(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        timed!(self, "pending_invitation_identifiers", s => s.pending_invitation_identifiers())
+    }
+
+    /// Notified after a commit that added delivery rows.
+    pub fn deliveries_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        match self {
+            Store::Sqlite(s) => s.deliveries_notify(),
         }
     }
 

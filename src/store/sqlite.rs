@@ -22,10 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 use super::bulk::{self, BulkResult, BulkWrite};
 use super::ids::new_id;
+use super::invitations::{
+    self, Delivery, DeliveryCounts, Invitation, InvitationQuery, NewInvitation, Op, Outcome,
+};
 use super::{
     Change, IdentifierType, ListKind, NewEntry, RestrictionOverrides, StoreError, StoreState,
     StoredEntry, id_prefix,
@@ -51,6 +54,36 @@ pub const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
     );",
+    // 2: invitations and their deliveries (the outbox), issue #9.
+    "CREATE TABLE invitations (
+        id TEXT PRIMARY KEY NOT NULL,
+        identifier TEXT NOT NULL,
+        identifier_type TEXT NOT NULL,
+        public_metadata TEXT NOT NULL DEFAULT '{}',
+        redirect_url TEXT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'revoked', 'expired')),
+        token TEXT NOT NULL UNIQUE,
+        expires_at INTEGER NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX invitations_identifier ON invitations (identifier, status);
+    CREATE INDEX invitations_created ON invitations (created_at DESC, id DESC);
+    CREATE INDEX invitations_pending_expiry ON invitations (expires_at) WHERE status = 'pending';
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        invitation_id TEXT NOT NULL REFERENCES invitations (id) ON DELETE CASCADE,
+        channel TEXT NOT NULL CHECK (channel IN ('email', 'sms')),
+        recipient TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT NULL,
+        sent_at INTEGER NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX deliveries_invitation ON deliveries (invitation_id);
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE state = 'pending';",
 ];
 
 /// The most ops committed in one transaction.
@@ -81,6 +114,10 @@ struct Inner {
     reader: Mutex<Connection>,
     changes: broadcast::Sender<Change>,
     hook: HookSlot,
+    deliveries: Arc<Notify>,
+    observer: Mutex<Option<super::OpObserver>>,
+    /// Bumped after every committed op that can add a pending invitation.
+    invitations_added: std::sync::atomic::AtomicU64,
 }
 
 /// Called by the writer thread with every batch's committed changes, in commit order, after
@@ -128,6 +165,10 @@ pub(crate) enum Job {
         writes: Vec<BulkWrite>,
         reply: Reply<Vec<BulkResult>>,
     },
+    Invite {
+        op: Op,
+        reply: Reply<Outcome>,
+    },
 }
 
 /// An op that ran inside the open transaction, waiting for the commit.
@@ -142,6 +183,8 @@ enum Done {
         Vec<BulkWrite>,
         Result<Vec<BulkResult>, StoreError>,
     ),
+    /// The reply, whether the op queued deliveries, the outcome.
+    Invite(Reply<Outcome>, bool, Result<Outcome, StoreError>),
 }
 
 impl SqliteStore {
@@ -169,9 +212,11 @@ impl SqliteStore {
         let events = changes.clone();
         let hook: HookSlot = Arc::default();
         let writer_hook = hook.clone();
+        let deliveries = Arc::new(Notify::new());
+        let writer_deliveries = Arc::clone(&deliveries);
         let thread = std::thread::Builder::new()
             .name("idgate-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, events, writer_hook))
+            .spawn(move || writer_loop(writer, rx, events, writer_hook, writer_deliveries))
             .map_err(|e| open_err(format!("starting the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -181,6 +226,9 @@ impl SqliteStore {
                 reader: Mutex::new(reader),
                 changes,
                 hook,
+                deliveries,
+                observer: Mutex::new(None),
+                invitations_added: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -189,6 +237,24 @@ impl SqliteStore {
     pub fn set_commit_hook(&self, hook: CommitHook) {
         let mut slot = self.inner.hook.lock().unwrap_or_else(|p| p.into_inner());
         *slot = Some(hook);
+    }
+
+    /// Installs the op observer (replacing any earlier one).
+    pub fn set_op_observer(&self, observer: super::OpObserver) {
+        *self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(observer);
+    }
+
+    /// The op observer, if one is installed.
+    pub fn op_observer(&self) -> Option<super::OpObserver> {
+        self.inner
+            .observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The database path.
@@ -318,6 +384,182 @@ impl SqliteStore {
         self.inner.changes.subscribe()
     }
 
+    async fn invite(&self, op: Op) -> Result<Outcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Invite { op, reply })?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Creates invitations (one or a bulk of them) as one op; see [`super::invitations`].
+    pub async fn create_invitations(
+        &self,
+        items: Vec<NewInvitation>,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let out = match self.invite(Op::Create(items)).await? {
+            Outcome::Invitations(v) => Ok(v),
+            other => Err(mismatch(&other)),
+        };
+        self.bump_invitations();
+        out
+    }
+
+    /// Changes whenever a committed op may have added a pending invitation (see
+    /// [`super::Store::invitations_version`]).
+    pub fn invitations_version(&self) -> u64 {
+        self.inner
+            .invitations_added
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump_invitations(&self) {
+        self.inner
+            .invitations_added
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The identifiers that have a pending invitation (past-due ones included).
+    pub async fn pending_invitation_identifiers(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.read(invitations::pending_identifiers).await
+    }
+
+    /// Adds `entry` to the allow list with an invitation (reusing a pending one) and its
+    /// delivery, in one op.
+    pub async fn insert_invited(
+        &self,
+        entry: NewEntry,
+        invitation: NewInvitation,
+    ) -> Result<(StoredEntry, Invitation), StoreError> {
+        let out = match self
+            .invite(Op::AllowWithInvitation(entry, invitation))
+            .await?
+        {
+            Outcome::Entry(e, i) => Ok((e, i)),
+            other => Err(mismatch(&other)),
+        };
+        self.bump_invitations();
+        out
+    }
+
+    /// Revokes invitation `id` and gives up its pending deliveries.
+    pub async fn revoke_invitation(&self, id: &str) -> Result<Invitation, StoreError> {
+        match self.invite(Op::Revoke(id.to_owned())).await? {
+            Outcome::Invitation(i) => Ok(i),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Deletes invitation `id` and its deliveries; returns it as it was.
+    pub async fn delete_invitation(&self, id: &str) -> Result<Invitation, StoreError> {
+        match self.invite(Op::Delete(id.to_owned())).await? {
+            Outcome::Invitation(i) => Ok(i),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Marks the pending, not past-due invitations for `identifier` as accepted; returns how
+    /// many.
+    pub async fn accept_invitations(&self, identifier: &str) -> Result<usize, StoreError> {
+        match self.invite(Op::Accept(identifier.to_owned())).await? {
+            Outcome::Count(n) => Ok(n),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Stores `expired` on every pending invitation past its `expires_at` (and gives up their
+    /// deliveries); returns how many.
+    pub async fn expire_invitations(&self) -> Result<usize, StoreError> {
+        match self.invite(Op::ExpireDue).await? {
+            Outcome::Count(n) => Ok(n),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// A page of invitations and the number matching.
+    pub async fn list_invitations(
+        &self,
+        q: InvitationQuery,
+    ) -> Result<(Vec<Invitation>, usize), StoreError> {
+        self.read(move |conn| invitations::list(conn, &q, now_ms()))
+            .await
+    }
+
+    /// One invitation.
+    pub async fn get_invitation(&self, id: &str) -> Result<Option<Invitation>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| invitations::get(conn, &id, now_ms()))
+            .await
+    }
+
+    /// Deliveries due at `now` (see [`super::Store::due_deliveries`]).
+    pub async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.read(move |conn| invitations::due_deliveries(conn, now, limit))
+            .await
+    }
+
+    /// Every delivery of one invitation, oldest first.
+    pub async fn deliveries_of(&self, invitation_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let id = invitation_id.to_owned();
+        self.read(move |conn| invitations::deliveries_of(conn, &id))
+            .await
+    }
+
+    /// The writer-side check right before a send: true only if delivery `id` is still
+    /// pending and its invitation is pending and not past due at `now` (see
+    /// [`super::Store::claim_delivery`]).
+    pub async fn claim_delivery(&self, id: i64, now: i64) -> Result<bool, StoreError> {
+        match self.invite(Op::Claim { id, now }).await? {
+            Outcome::Claimed(ok) => Ok(ok),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Marks delivery `id` sent at `at` (only from pending; idempotent).
+    pub async fn delivery_sent(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        self.invite(Op::DeliverySent { id, at }).await.map(drop)
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub async fn delivery_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_at: i64,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.invite(Op::DeliveryRetry {
+            id,
+            attempts,
+            next_attempt_at,
+            error,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Gives delivery `id` up (`failed`).
+    pub async fn delivery_give_up(&self, id: i64, error: String) -> Result<(), StoreError> {
+        self.invite(Op::DeliveryGiveUp { id, error })
+            .await
+            .map(drop)
+    }
+
+    /// Outbox totals.
+    pub async fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
+        self.read(|conn| invitations::delivery_counts(conn)).await
+    }
+
+    /// Notified after every commit that queued deliveries (one stored permit when nobody
+    /// waits), so the delivery worker need not poll fast.
+    pub fn deliveries_notify(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.deliveries)
+    }
+
     /// Fills `list` with `count` synthetic entries (`<key_prefix><n>@bench.invalid`) in one
     /// transaction on a separate connection, bypassing the writer. For benchmarks only.
     #[doc(hidden)]
@@ -445,6 +687,7 @@ fn writer_loop(
     rx: mpsc::Receiver<Job>,
     events: broadcast::Sender<Change>,
     hook: HookSlot,
+    deliveries: Arc<Notify>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = Vec::with_capacity(16);
@@ -456,18 +699,20 @@ fn writer_loop(
             }
         }
         let current = hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        write_batch(&mut conn, jobs, &events, current.as_ref());
+        if write_batch(&mut conn, jobs, &events, current.as_ref()) {
+            deliveries.notify_one();
+        }
     }
 }
 
 /// Runs `jobs` in one transaction (a SAVEPOINT each), commits, publishes the changes in order,
-/// then answers every caller.
+/// then answers every caller. Returns whether the committed batch queued deliveries.
 pub(crate) fn write_batch(
     conn: &mut Connection,
     jobs: Vec<Job>,
     events: &broadcast::Sender<Change>,
     hook: Option<&CommitHook>,
-) {
+) -> bool {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -475,7 +720,7 @@ pub(crate) fn write_batch(
             for job in jobs {
                 fail(job, &msg);
             }
-            return;
+            return false;
         }
     };
     let mut done = Vec::with_capacity(jobs.len());
@@ -497,6 +742,11 @@ pub(crate) fn write_batch(
                 let r = in_savepoint(&mut tx, |c| bulk::run(c, &writes));
                 Done::Bulk(reply, writes, r)
             }
+            Job::Invite { op, reply } => {
+                let now = now_ms();
+                let r = in_savepoint(&mut tx, |c| invitations::run(c, &op, now));
+                Done::Invite(reply, op.may_queue(), r)
+            }
         });
     }
     if let Err(e) = tx.commit() {
@@ -512,10 +762,16 @@ pub(crate) fn write_batch(
                 Done::Bulk(reply, _, _) => {
                     let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
                 }
+                Done::Invite(reply, _, _) => {
+                    let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
             }
         }
-        return;
+        return false;
     }
+    let queued = done
+        .iter()
+        .any(|d| matches!(d, Done::Invite(_, true, Ok(_))));
     let mut changes: Vec<Change> = Vec::with_capacity(done.len());
     for d in &done {
         match d {
@@ -523,6 +779,7 @@ pub(crate) fn write_batch(
             Done::Entry(_, Ok((e, false))) => changes.push(Change::Removed(e.clone())),
             Done::Restrictions(_, Ok(r)) => changes.push(Change::Restrictions(*r)),
             Done::Bulk(_, writes, Ok(results)) => changes.extend(bulk::changes(writes, results)),
+            Done::Invite(_, _, Ok(Outcome::Entry(e, _))) => changes.push(Change::Added(e.clone())),
             _ => {}
         }
     }
@@ -548,8 +805,12 @@ pub(crate) fn write_batch(
             Done::Bulk(reply, _, r) => {
                 let _ = reply.send(r);
             }
+            Done::Invite(reply, _, r) => {
+                let _ = reply.send(r);
+            }
         }
     }
+    queued
 }
 
 fn fail(job: Job, msg: &str) {
@@ -562,6 +823,9 @@ fn fail(job: Job, msg: &str) {
             let _ = reply.send(Err(err()));
         }
         Job::Bulk { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Job::Invite { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
     }
@@ -584,6 +848,16 @@ fn insert_entry(
     list: ListKind,
     e: &NewEntry,
 ) -> Result<StoredEntry, StoreError> {
+    insert_entry_with(conn, list, e, None)
+}
+
+/// Inserts `e` into `list`, pointing at `invitation_id` (allowlist `notify`).
+pub(crate) fn insert_entry_with(
+    conn: &Connection,
+    list: ListKind,
+    e: &NewEntry,
+    invitation_id: Option<&str>,
+) -> Result<StoredEntry, StoreError> {
     if let Some(existing) = find_by_key(conn, list, &e.key).map_err(unavailable)? {
         return Err(duplicate(existing));
     }
@@ -594,7 +868,7 @@ fn insert_entry(
         identifier: e.identifier.clone(),
         key: e.key.clone(),
         identifier_type: e.identifier_type,
-        invitation_id: None,
+        invitation_id: invitation_id.map(str::to_owned),
         created_at: now,
         updated_at: now,
     };
@@ -626,16 +900,23 @@ fn insert_entry(
     }
 }
 
+/// Removes the entry; for the allow list also revokes the pending invitations for its
+/// identifier (Clerk's side effect), in the same op.
 fn delete_entry(conn: &Connection, list: ListKind, id: &str) -> Result<StoredEntry, StoreError> {
-    conn.prepare_cached(&format!(
-        "DELETE FROM entries WHERE id = ?1 AND list = ?2 RETURNING {COLUMNS}"
-    ))
-    .and_then(|mut s| {
-        s.query_row(params![id, list.as_str()], row_to_entry)
-            .optional()
-    })
-    .map_err(unavailable)?
-    .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    let removed = conn
+        .prepare_cached(&format!(
+            "DELETE FROM entries WHERE id = ?1 AND list = ?2 RETURNING {COLUMNS}"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![id, list.as_str()], row_to_entry)
+                .optional()
+        })
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+    if list == ListKind::Allow {
+        invitations::revoke_pending_for(conn, &removed.identifier, now_ms())?;
+    }
+    Ok(removed)
 }
 
 fn merge_restrictions(
@@ -722,6 +1003,11 @@ fn duplicate(existing: StoredEntry) -> StoreError {
 
 pub(crate) fn unavailable(e: impl fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+fn mismatch(_: &Outcome) -> StoreError {
+    // Not the outcome itself: it may hold tokens.
+    StoreError::Unavailable("internal: unexpected store outcome".into())
 }
 
 fn writer_gone() -> StoreError {

@@ -639,3 +639,662 @@ async fn bulk_replace_append_remove_in_one_op_and_limits_roll_back() {
     let store = Store::open_sqlite(&db(&dir)).unwrap();
     assert_eq!(store.load().unwrap().entries.len(), 3);
 }
+
+// ---- invitations and deliveries (issue #9) ----
+
+fn invite(s: &str) -> NewInvitation {
+    NewInvitation {
+        identifier: s.to_owned(),
+        identifier_type: IdentifierType::EmailAddress,
+        public_metadata: serde_json::json!({}),
+        redirect_url: None,
+        expires_at: Some(sqlite::now_ms() + 86_400_000),
+        ignore_existing: false,
+        deliver: Some(Channel::Email),
+    }
+}
+
+fn all_statuses() -> InvitationQuery {
+    InvitationQuery {
+        descending: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn invitations_create_duplicates_and_bulk_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    let notify = store.deliveries_notify();
+    let one = store
+        .create_invitations(vec![invite("a@x.com")])
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    let a = &one[0];
+    assert!(ids::is_valid_id("inv_", &a.id), "{}", a.id);
+    assert_eq!(a.status, InvitationStatus::Pending);
+    assert_eq!(a.token.len(), 32);
+    assert!(a.token.bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert!(
+        !format!("{a:?}").contains(&a.token),
+        "Debug hides the token"
+    );
+    // The commit that queued a delivery stored a permit for the worker.
+    tokio::time::timeout(std::time::Duration::from_secs(5), notify.notified())
+        .await
+        .expect("deliveries_notify fired");
+    let d = store.deliveries_of(&a.id).await.unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].state, DeliveryState::Pending);
+    assert_eq!(d[0].recipient, "a@x.com");
+    assert_eq!(d[0].token, a.token);
+
+    // A bulk with two duplicates (one pending already, one twice in the call) fails whole,
+    // naming both, and writes nothing.
+    let err = store
+        .create_invitations(vec![
+            invite("b@x.com"),
+            invite("a@x.com"),
+            invite("c@x.com"),
+            invite("c@x.com"),
+        ])
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::DuplicateInvitation { identifiers } => {
+            assert_eq!(identifiers, ["a@x.com", "c@x.com"]);
+        }
+        other => panic!("expected DuplicateInvitation, got {other:?}"),
+    }
+    let (rows, total) = store.list_invitations(all_statuses()).await.unwrap();
+    assert_eq!((rows.len(), total), (1, 1));
+    assert_eq!(store.delivery_counts().await.unwrap().pending, 1);
+
+    // ignore_existing creates a second pending one; without deliver no delivery row.
+    let mut again = invite("a@x.com");
+    again.ignore_existing = true;
+    again.deliver = None;
+    let second = store.create_invitations(vec![again]).await.unwrap();
+    assert!(store.deliveries_of(&second[0].id).await.unwrap().is_empty());
+    let bulk = store
+        .create_invitations(vec![invite("b@x.com"), invite("c@x.com")])
+        .await
+        .unwrap();
+    assert_eq!(bulk.len(), 2);
+    let (_, total) = store.list_invitations(all_statuses()).await.unwrap();
+    assert_eq!(total, 4);
+}
+
+#[tokio::test]
+async fn invitations_list_filters_order_and_past_due_reads_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    let mut items = Vec::new();
+    for s in ["carol@x.com", "alice@y.com", "bob@x.com"] {
+        items.push(
+            store
+                .create_invitations(vec![invite(s)])
+                .await
+                .unwrap()
+                .remove(0),
+        );
+    }
+    let mut past = invite("old@x.com");
+    past.expires_at = Some(sqlite::now_ms() - 1000);
+    let old = store
+        .create_invitations(vec![past])
+        .await
+        .unwrap()
+        .remove(0);
+    store.revoke_invitation(&items[0].id).await.unwrap();
+
+    // Default: everything but revoked, newest first; the past-due one reads expired.
+    let (rows, total) = store.list_invitations(all_statuses()).await.unwrap();
+    let got: Vec<(&str, InvitationStatus)> = rows
+        .iter()
+        .map(|i| (i.identifier.as_str(), i.status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("old@x.com", InvitationStatus::Expired),
+            ("bob@x.com", InvitationStatus::Pending),
+            ("alice@y.com", InvitationStatus::Pending)
+        ]
+    );
+    assert_eq!(total, 3);
+    let status = |s| InvitationQuery {
+        status: Some(s),
+        ..all_statuses()
+    };
+    let (rows, _) = store
+        .list_invitations(status(InvitationStatus::Pending))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        2,
+        "a past-due invitation is never listed as pending"
+    );
+    let (rows, _) = store
+        .list_invitations(status(InvitationStatus::Expired))
+        .await
+        .unwrap();
+    assert_eq!(rows[0].id, old.id);
+    let (rows, _) = store
+        .list_invitations(status(InvitationStatus::Revoked))
+        .await
+        .unwrap();
+    assert_eq!(rows[0].identifier, "carol@x.com");
+    // query: substring of the address (case-insensitive) or the exact id.
+    let (rows, total) = store
+        .list_invitations(InvitationQuery {
+            query: Some("@X.COM".into()),
+            ..all_statuses()
+        })
+        .await
+        .unwrap();
+    assert_eq!((rows.len(), total), (2, 2));
+    let (rows, _) = store
+        .list_invitations(InvitationQuery {
+            query: Some(items[1].id.clone()),
+            ..all_statuses()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows[0].identifier, "alice@y.com");
+    // order_by email_address ascending, paged.
+    let (rows, total) = store
+        .list_invitations(InvitationQuery {
+            order_by: InvitationOrderField::EmailAddress,
+            descending: false,
+            limit: Some(2),
+            offset: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<&str> = rows.iter().map(|i| i.identifier.as_str()).collect();
+    assert_eq!(got, ["bob@x.com", "old@x.com"]);
+    assert_eq!(total, 3);
+    // The sweep stores it; the delivery of the expired one was given up.
+    assert_eq!(store.expire_invitations().await.unwrap(), 1);
+    assert_eq!(store.expire_invitations().await.unwrap(), 0);
+    let d = store.deliveries_of(&old.id).await.unwrap();
+    assert_eq!(d[0].state, DeliveryState::Failed);
+    assert_eq!(d[0].last_error.as_deref(), Some("invitation expired"));
+}
+
+#[tokio::test]
+async fn invitations_revoke_accept_delete_and_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    let a = store
+        .create_invitations(vec![invite("a@x.com")])
+        .await
+        .unwrap()
+        .remove(0);
+    let b = store
+        .create_invitations(vec![invite("b@x.com")])
+        .await
+        .unwrap()
+        .remove(0);
+    let now = sqlite::now_ms();
+    let due = store.due_deliveries(now + 1, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[0].invitation_id, a.id, "oldest first");
+
+    // Retry pushes it out; sent is idempotent; counts follow.
+    store
+        .delivery_retry(due[0].id, 1, now + 60_000, "relay down".into())
+        .await
+        .unwrap();
+    let due_now = store.due_deliveries(now + 1, 10).await.unwrap();
+    assert_eq!(due_now.len(), 1);
+    assert_eq!(due_now[0].invitation_id, b.id);
+    store.delivery_sent(due_now[0].id, now).await.unwrap();
+    store.delivery_sent(due_now[0].id, now + 5).await.unwrap();
+    let sent = store.deliveries_of(&b.id).await.unwrap().remove(0);
+    assert_eq!((sent.state, sent.sent_at), (DeliveryState::Sent, Some(now)));
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.sent, counts.failed), (1, 1, 0));
+    assert!(counts.oldest_pending_created_at.is_some());
+
+    // Revoke gives up the pending delivery; revoking again / unknown ids are typed errors.
+    let r = store.revoke_invitation(&a.id).await.unwrap();
+    assert_eq!(r.status, InvitationStatus::Revoked);
+    assert!(
+        store
+            .due_deliveries(now + 120_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let d = store.deliveries_of(&a.id).await.unwrap().remove(0);
+    assert_eq!(d.state, DeliveryState::Failed);
+    assert_eq!(d.attempts, 1);
+    assert!(matches!(
+        store.revoke_invitation(&a.id).await,
+        Err(StoreError::InvitationAlreadyRevoked(_))
+    ));
+    assert!(matches!(
+        store.revoke_invitation("inv_missing").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Accept: pending for that identifier only.
+    assert_eq!(store.accept_invitations("b@x.com").await.unwrap(), 1);
+    assert_eq!(store.accept_invitations("b@x.com").await.unwrap(), 0);
+    assert_eq!(
+        store.accept_invitations("a@x.com").await.unwrap(),
+        0,
+        "revoked stays revoked"
+    );
+    let got = store.get_invitation(&b.id).await.unwrap().unwrap();
+    assert_eq!(got.status, InvitationStatus::Accepted);
+    assert!(matches!(
+        store.revoke_invitation(&b.id).await,
+        Err(StoreError::InvitationAlreadyAccepted(_))
+    ));
+
+    // Give up.
+    let c = store
+        .create_invitations(vec![invite("c@x.com")])
+        .await
+        .unwrap()
+        .remove(0);
+    let dc = store.deliveries_of(&c.id).await.unwrap().remove(0);
+    store
+        .delivery_give_up(dc.id, "550 no such user".into())
+        .await
+        .unwrap();
+    let dc = store.deliveries_of(&c.id).await.unwrap().remove(0);
+    assert_eq!(dc.state, DeliveryState::Failed);
+
+    // Delete: any status, deliveries go with it.
+    let gone = store.delete_invitation(&b.id).await.unwrap();
+    assert_eq!(gone.id, b.id);
+    assert!(store.get_invitation(&b.id).await.unwrap().is_none());
+    assert!(store.deliveries_of(&b.id).await.unwrap().is_empty());
+    assert!(matches!(
+        store.delete_invitation(&b.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn allowlist_with_invitation_is_one_transaction_and_delete_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open_sqlite(&path).unwrap();
+    let mut changes = store.subscribe();
+    let (entry, inv) = store
+        .insert_invited(email("a@x.com"), invite("a@x.com"))
+        .await
+        .unwrap();
+    assert_eq!(entry.invitation_id.as_deref(), Some(inv.id.as_str()));
+    assert!(matches!(changes.try_recv(), Ok(Change::Added(e)) if e.id == entry.id));
+    assert_eq!(store.deliveries_of(&inv.id).await.unwrap().len(), 1);
+
+    // Already on the list: Duplicate, and no invitation or delivery was written.
+    let err = store
+        .insert_invited(email("a@x.com"), invite("a@x.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
+    let (_, total) = store.list_invitations(all_statuses()).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(store.deliveries_of(&inv.id).await.unwrap().len(), 1);
+
+    // A pending invitation for the address is reused (one more delivery, no new invitation).
+    let pre = store
+        .create_invitations(vec![invite("b@x.com")])
+        .await
+        .unwrap()
+        .remove(0);
+    let (eb, ib) = store
+        .insert_invited(email("b@x.com"), invite("b@x.com"))
+        .await
+        .unwrap();
+    assert_eq!(ib.id, pre.id);
+    assert_eq!(eb.invitation_id.as_deref(), Some(pre.id.as_str()));
+    assert_eq!(store.deliveries_of(&pre.id).await.unwrap().len(), 2);
+
+    // Deleting the entry revokes the pending invitation and gives up its deliveries.
+    store.delete(ListKind::Allow, &entry.id).await.unwrap();
+    let got = store.get_invitation(&inv.id).await.unwrap().unwrap();
+    assert_eq!(got.status, InvitationStatus::Revoked);
+    let d = store.deliveries_of(&inv.id).await.unwrap().remove(0);
+    assert_eq!(d.state, DeliveryState::Failed);
+
+    // Everything survives a restart.
+    drop(store);
+    let store = Store::open_sqlite(&path).unwrap();
+    let state = store.load().unwrap();
+    assert_eq!(state.entries.len(), 1);
+    assert_eq!(
+        state.entries[0].invitation_id.as_deref(),
+        Some(pre.id.as_str())
+    );
+    let again = store.get_invitation(&inv.id).await.unwrap().unwrap();
+    assert_eq!(again.status, InvitationStatus::Revoked);
+    assert_eq!(again.token, inv.token);
+    let reopened = store.get_invitation(&pre.id).await.unwrap().unwrap();
+    assert_eq!(reopened, pre);
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.failed), (2, 1));
+    let due = store
+        .due_deliveries(sqlite::now_ms() + 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|d| d.invitation_id == pre.id));
+}
+
+#[test]
+fn invitation_tables_exist_after_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    drop(Store::open_sqlite(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    for t in [
+        "invitations",
+        "deliveries",
+        "deliveries_due",
+        "invitations_pending_expiry",
+    ] {
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = ?1",
+                [t],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "{t}");
+    }
+    assert_eq!(user_version(&path), 2);
+}
+
+/// Sets a column of one invitation behind the writer's back (another connection), to reach
+/// states the ops themselves never leave behind (a pending delivery of a non-pending
+/// invitation).
+fn force_invitation(path: &Path, id: &str, set: &str) {
+    let conn = Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let n = conn
+        .execute(&format!("UPDATE invitations SET {set} WHERE id = ?1"), [id])
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn claim_delivery_says_yes_only_for_a_pending_delivery_of_a_pending_invitation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open_sqlite(&path).unwrap();
+    let mut ids = Vec::new();
+    for who in [
+        "ok@x.com",
+        "rev@x.com",
+        "acc@x.com",
+        "old@x.com",
+        "gone@x.com",
+    ] {
+        let inv = store
+            .create_invitations(vec![invite(who)])
+            .await
+            .unwrap()
+            .remove(0);
+        let d = store.deliveries_of(&inv.id).await.unwrap().remove(0);
+        ids.push((inv.id, d.id));
+    }
+    let now = sqlite::now_ms();
+    // The worker reads a batch...
+    let batch = store.due_deliveries(now + 1, 10).await.unwrap();
+    assert_eq!(batch.len(), 5);
+    // ...then, before it sends, invitations change. A revoke through the op gives up the
+    // delivery itself; the others are forced so the delivery is still pending.
+    store.revoke_invitation(&ids[1].0).await.unwrap();
+    force_invitation(&path, &ids[2].0, "status = 'accepted'");
+    force_invitation(&path, &ids[3].0, "expires_at = 1000");
+    store.delete_invitation(&ids[4].0).await.unwrap();
+
+    assert!(store.claim_delivery(ids[0].1, now).await.unwrap());
+    assert!(
+        store.claim_delivery(ids[0].1, now).await.unwrap(),
+        "a yes changes nothing"
+    );
+    let d = store.deliveries_of(&ids[0].0).await.unwrap().remove(0);
+    assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 0));
+    for (i, why) in [
+        (1, "invitation revoked"),
+        (2, "invitation accepted"),
+        (3, "invitation expired"),
+    ] {
+        assert!(!store.claim_delivery(ids[i].1, now).await.unwrap(), "{why}");
+        let d = store.deliveries_of(&ids[i].0).await.unwrap().remove(0);
+        assert_eq!(d.state, DeliveryState::Failed, "{why}");
+        assert_eq!(d.last_error.as_deref(), Some(why));
+    }
+    // The past-due one is stored expired, as the sweep would.
+    let conn = Connection::open(&path).unwrap();
+    let stored: String = conn
+        .query_row(
+            "SELECT status FROM invitations WHERE id = ?1",
+            [&ids[3].0],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, "expired");
+    // Deleted with its invitation, or never there: no.
+    assert!(!store.claim_delivery(ids[4].1, now).await.unwrap());
+    assert!(!store.claim_delivery(i64::MAX, now).await.unwrap());
+    // A sent delivery is not claimed again.
+    store.delivery_sent(ids[0].1, now).await.unwrap();
+    assert!(!store.claim_delivery(ids[0].1, now).await.unwrap());
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.sent, counts.failed), (0, 1, 3));
+}
+
+#[tokio::test]
+async fn delivery_sent_only_moves_pending_to_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    let inv = store
+        .create_invitations(vec![invite("a@x.com")])
+        .await
+        .unwrap()
+        .remove(0);
+    let d = store.deliveries_of(&inv.id).await.unwrap().remove(0);
+    // Revoked while the relay was talking: the late "sent" mark does not resurrect it.
+    store.revoke_invitation(&inv.id).await.unwrap();
+    store.delivery_sent(d.id, 5).await.unwrap();
+    let after = store.deliveries_of(&inv.id).await.unwrap().remove(0);
+    assert_eq!(after.state, DeliveryState::Failed);
+    assert_eq!(after.sent_at, None);
+    assert_eq!(after.last_error.as_deref(), Some("invitation revoked"));
+    // Given up by the worker: same.
+    let b = store
+        .create_invitations(vec![invite("b@x.com")])
+        .await
+        .unwrap()
+        .remove(0);
+    let db_ = store.deliveries_of(&b.id).await.unwrap().remove(0);
+    store
+        .delivery_give_up(db_.id, "550 no such user".into())
+        .await
+        .unwrap();
+    store.delivery_sent(db_.id, 5).await.unwrap();
+    let after = store.deliveries_of(&b.id).await.unwrap().remove(0);
+    assert_eq!(after.state, DeliveryState::Failed);
+    assert_eq!(after.last_error.as_deref(), Some("550 no such user"));
+}
+
+#[tokio::test]
+async fn accepting_gives_up_the_pending_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    let inv = store
+        .create_invitations(vec![invite("a@x.com")])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(store.delivery_counts().await.unwrap().pending, 1);
+    assert_eq!(store.accept_invitations("a@x.com").await.unwrap(), 1);
+    let d = store.deliveries_of(&inv.id).await.unwrap().remove(0);
+    assert_eq!(d.state, DeliveryState::Failed);
+    assert_eq!(d.last_error.as_deref(), Some("invitation accepted"));
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.failed), (0, 1));
+    assert_eq!(counts.oldest_pending_created_at, None);
+}
+
+#[tokio::test]
+async fn bulk_removal_from_the_allow_list_revokes_pending_invitations() {
+    use super::bulk::{BulkOp, BulkWrite};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    let mut invs = Vec::new();
+    for who in ["a@x.com", "b@x.com", "c@x.com"] {
+        let (_, inv) = store.insert_invited(email(who), invite(who)).await.unwrap();
+        invs.push(inv);
+    }
+    // The block list has its own a@x.com: removing it there touches no invitation.
+    store
+        .bulk(vec![BulkWrite {
+            list: ListKind::Block,
+            op: BulkOp::Append(vec![email("a@x.com")]),
+            limit: 10,
+        }])
+        .await
+        .unwrap();
+    store
+        .bulk(vec![BulkWrite {
+            list: ListKind::Block,
+            op: BulkOp::Remove(vec![email("a@x.com")]),
+            limit: 10,
+        }])
+        .await
+        .unwrap();
+    let status = |i: usize| {
+        let store = &store;
+        let id = invs[i].id.clone();
+        async move { store.get_invitation(&id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(0).await, InvitationStatus::Pending);
+
+    // Remove (the Magic API's DELETE, `idgate lists remove`).
+    let r = store
+        .bulk(vec![BulkWrite {
+            list: ListKind::Allow,
+            op: BulkOp::Remove(vec![email("a@x.com")]),
+            limit: 10,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(r[0].removed.len(), 1);
+    assert_eq!(status(0).await, InvitationStatus::Revoked);
+    let d = store.deliveries_of(&invs[0].id).await.unwrap().remove(0);
+    assert_eq!(
+        (d.state, d.last_error.as_deref()),
+        (DeliveryState::Failed, Some("invitation revoked"))
+    );
+    assert_eq!(status(1).await, InvitationStatus::Pending);
+
+    // Replace (the Magic API's PUT, `idgate lists import --replace`): b goes, c stays.
+    store
+        .bulk(vec![BulkWrite {
+            list: ListKind::Allow,
+            op: BulkOp::Replace(vec![email("c@x.com"), email("d@x.com")]),
+            limit: 10,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(status(1).await, InvitationStatus::Revoked);
+    assert_eq!(status(2).await, InvitationStatus::Pending);
+    let due = store
+        .due_deliveries(sqlite::now_ms() + 1, 10)
+        .await
+        .unwrap();
+    let due: Vec<&str> = due.iter().map(|d| d.invitation_id.as_str()).collect();
+    assert_eq!(due, [invs[2].id.as_str()]);
+    assert_eq!(store.delivery_counts().await.unwrap().pending, 1);
+}
+
+#[tokio::test]
+async fn duplicates_are_pending_or_accepted_not_revoked_or_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open_sqlite(&path).unwrap();
+    let one = |who: &str| {
+        let mut i = invite(who);
+        i.deliver = None;
+        vec![i]
+    };
+    let dup = |r: Result<Vec<Invitation>, StoreError>| {
+        matches!(r, Err(StoreError::DuplicateInvitation { .. }))
+    };
+    for who in ["p@x.com", "a@x.com", "r@x.com", "e@x.com"] {
+        store.create_invitations(one(who)).await.unwrap();
+    }
+    store.accept_invitations("a@x.com").await.unwrap();
+    let (rows, _) = store
+        .list_invitations(InvitationQuery {
+            query: Some("r@x.com".into()),
+            ..all_statuses()
+        })
+        .await
+        .unwrap();
+    store.revoke_invitation(&rows[0].id).await.unwrap();
+    let (rows, _) = store
+        .list_invitations(InvitationQuery {
+            query: Some("e@x.com".into()),
+            ..all_statuses()
+        })
+        .await
+        .unwrap();
+    force_invitation(&path, &rows[0].id, "expires_at = 1000");
+
+    assert!(
+        dup(store.create_invitations(one("p@x.com")).await),
+        "pending"
+    );
+    assert!(
+        dup(store.create_invitations(one("a@x.com")).await),
+        "accepted"
+    );
+    store.create_invitations(one("r@x.com")).await.unwrap();
+    store.create_invitations(one("e@x.com")).await.unwrap();
+    // ignore_existing still overrides.
+    let mut again = one("a@x.com");
+    again[0].ignore_existing = true;
+    store.create_invitations(again).await.unwrap();
+}
+
+#[tokio::test]
+async fn invitations_list_can_be_limited_to_one_identifier_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    store
+        .create_invitations(vec![invite("a@x.com")])
+        .await
+        .unwrap();
+    let mut phone = invite("+14155550100");
+    phone.identifier_type = IdentifierType::PhoneNumber;
+    phone.deliver = Some(Channel::Sms);
+    store.create_invitations(vec![phone]).await.unwrap();
+    let (rows, total) = store.list_invitations(all_statuses()).await.unwrap();
+    assert_eq!((rows.len(), total), (2, 2));
+    let (rows, total) = store
+        .list_invitations(InvitationQuery {
+            identifier_type: Some(IdentifierType::EmailAddress),
+            limit: Some(5),
+            ..all_statuses()
+        })
+        .await
+        .unwrap();
+    assert_eq!((rows.len(), total), (1, 1));
+    assert_eq!(rows[0].identifier, "a@x.com");
+}

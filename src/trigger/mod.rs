@@ -6,9 +6,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
+
+/// The longest a stream of file events can postpone a re-read, in debounce periods.
+pub const MAX_DEBOUNCE_FACTOR: u32 = 10;
 
 /// Why [`Triggers::next`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +38,7 @@ impl Triggers {
     pub fn new(what: &str) -> Triggers {
         let (tx, events) = mpsc::unbounded_channel::<()>();
         let watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok() {
+            if ev.is_ok_and(|ev| is_change(&ev.kind)) {
                 let _ = tx.send(());
             }
         }) {
@@ -99,10 +103,14 @@ impl Triggers {
         tokio::select! {
             _ = stopped(stop) => None,
             Some(()) = events.recv() => {
-                // Wait for quiet: editors and deploy tools write in several steps.
+                // Wait for quiet: editors and deploy tools write in several steps. A directory
+                // that never goes quiet (a log file beside the lists) must not postpone the
+                // reload forever: after `MAX_DEBOUNCE_FACTOR` × `debounce` it happens anyway.
+                let deadline = tokio::time::Instant::now() + debounce * MAX_DEBOUNCE_FACTOR;
                 loop {
                     tokio::select! {
                         _ = stopped(stop) => return None,
+                        _ = tokio::time::sleep_until(deadline) => return Some(Cause::Changed),
                         Some(()) = events.recv() => continue,
                         _ = tokio::time::sleep(debounce) => return Some(Cause::Changed),
                     }
@@ -114,7 +122,88 @@ impl Triggers {
     }
 }
 
+/// True for events that can mean new content. Opening and reading a file (`Access`) is not
+/// one: the reloader reads the files it watches, and counting those reads as changes would make
+/// every reload trigger the next one, re-reading every list file forever.
+fn is_change(kind: &EventKind) -> bool {
+    !matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
+}
+
 /// Resolves once `stop` is true (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reading a watched file is not a change; writing one is. Without the filter, every
+    /// reload's own reads set off the next reload.
+    #[tokio::test]
+    async fn reads_do_not_trigger_but_writes_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("allow.txt");
+        std::fs::write(&file, "a@x.com\n").unwrap();
+        let mut t = Triggers::new("test");
+        t.watch([dir.path().to_path_buf()]);
+        let (_tx, mut stop) = watch::channel(false);
+        let debounce = Duration::from_millis(50);
+        for _ in 0..5 {
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "a@x.com\n");
+        }
+        let read = tokio::time::timeout(
+            Duration::from_millis(800),
+            t.next(&mut stop, debounce, Duration::ZERO),
+        )
+        .await;
+        assert!(read.is_err(), "a read triggered a re-read: {read:?}");
+        std::fs::write(&file, "b@x.com\n").unwrap();
+        let wrote = tokio::time::timeout(
+            Duration::from_secs(10),
+            t.next(&mut stop, debounce, Duration::ZERO),
+        )
+        .await;
+        assert_eq!(wrote.ok().flatten(), Some(Cause::Changed));
+    }
+
+    /// A file written more often than the debounce period does not hold the re-read back
+    /// for ever.
+    #[tokio::test]
+    async fn a_directory_that_never_goes_quiet_still_triggers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Triggers::new("test");
+        t.watch([dir.path().to_path_buf()]);
+        let (_tx, mut stop) = watch::channel(false);
+        let log = dir.path().join("noisy.log");
+        let writer = tokio::spawn(async move {
+            for i in 0..2000 {
+                std::fs::write(&log, format!("{i}\n")).unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let got = tokio::time::timeout(
+            Duration::from_secs(15),
+            t.next(&mut stop, Duration::from_millis(100), Duration::ZERO),
+        )
+        .await;
+        writer.abort();
+        assert_eq!(got.ok().flatten(), Some(Cause::Changed));
+    }
+
+    #[test]
+    fn access_events_other_than_close_after_write_are_not_changes() {
+        use notify::event::{CreateKind, ModifyKind};
+        assert!(!is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_change(&EventKind::Modify(ModifyKind::Any)));
+        assert!(is_change(&EventKind::Create(CreateKind::File)));
+    }
 }

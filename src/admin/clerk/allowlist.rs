@@ -2,8 +2,12 @@
 //!
 //! The listing is a bare array unless `paginated=true`, which switches to
 //! `{data,total_count}` and honours `limit`/`offset`; without it `limit`/`offset` are ignored
-//! (Python always sends `limit=10`, and Clerk returns everything). `notify` is accepted only as
-//! `false` until invitation delivery exists (see [`super::identifiers`]).
+//! (Python always sends `limit=10`, and Clerk returns everything). `notify: true` on an email
+//! or phone adds the entry, an invitation (a pending one for the address is reused) and its
+//! delivery in one transaction; it is refused (422, naming `invitations.email` /
+//! `invitations.sms`, nothing written) when that channel is not configured, and on a domain or
+//! wallet (422 `form_conditional_param_disallowed`). Deleting an entry revokes the pending
+//! invitation for its identifier.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -224,14 +228,14 @@ mod tests {
                 422,
                 "form_param_value_invalid",
                 Some("notify"),
-                "not configured",
+                "`invitations.email` (an SMTP relay)",
             ),
             (
                 r#"{"identifier":"+12025550123","notify":true}"#,
                 422,
                 "form_param_value_invalid",
                 Some("notify"),
-                "not configured",
+                "`invitations.sms` (an SMS webhook)",
             ),
             (
                 r#"{"identifier":"*@x.com","notify":true}"#,
@@ -284,6 +288,56 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(total, 1);
+    }
+
+    #[tokio::test]
+    async fn notify_adds_entry_invitation_and_delivery_in_one_go() {
+        let k = kit(
+            "invitations:\n  url: \"https://a.test/i/{{token}}\"\n  email: { host: 127.0.0.1, port: 1, tls: none, from: \"a@a.test\" }\n  sms: { url: \"http://127.0.0.1:1/sms\" }\n",
+            "",
+            "",
+        );
+        for (who, channel) in [
+            ("Eve@X.com", crate::store::Channel::Email),
+            ("+1 202 555 0199", crate::store::Channel::Sms),
+        ] {
+            let body = json!({ "identifier": who, "notify": true }).to_string();
+            let a = k.call("POST", PATH, Some(&body)).await;
+            assert_eq!(a.status, 200, "{who}: {a:?}");
+            let inv = a.json["invitation_id"].as_str().unwrap().to_owned();
+            assert!(inv.starts_with("inv_"), "{a:?}");
+            let got = k.state.store.get_invitation(&inv).await.unwrap().unwrap();
+            assert_eq!(got.identifier, a.json["identifier"].as_str().unwrap());
+            assert_eq!(got.status, crate::store::InvitationStatus::Pending);
+            let d = k.state.store.deliveries_of(&inv).await.unwrap();
+            assert_eq!((d.len(), d[0].channel), (1, channel), "{who}");
+            assert!(!k.denied(a.json["identifier"].as_str().unwrap()), "{who}");
+            // Deleting the entry revokes the invitation.
+            let id = a.json["id"].as_str().unwrap();
+            assert_eq!(
+                k.call("DELETE", &format!("{PATH}/{id}"), None).await.status,
+                200
+            );
+            let got = k.state.store.get_invitation(&inv).await.unwrap().unwrap();
+            assert_eq!(got.status, crate::store::InvitationStatus::Revoked, "{who}");
+        }
+        // A duplicate entry with notify writes no invitation.
+        k.call("POST", PATH, Some(r#"{"identifier":"z@x.com"}"#))
+            .await;
+        let a = k
+            .call(
+                "POST",
+                PATH,
+                Some(r#"{"identifier":"z@x.com","notify":true}"#),
+            )
+            .await;
+        assert_eq!((a.status, a.code()), (400, "duplicate_record"), "{a:?}");
+        let q = crate::store::InvitationQuery {
+            status: None,
+            query: Some("z@x.com".into()),
+            ..Default::default()
+        };
+        assert_eq!(k.state.store.list_invitations(q).await.unwrap().1, 0);
     }
 
     #[tokio::test]

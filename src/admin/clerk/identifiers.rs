@@ -19,7 +19,7 @@ use crate::admin::error::{ClerkError, ClerkErrors};
 use crate::identifier::{Identifier, ParseOptions};
 use crate::lists::{Entry, EntryError, ListKind, Source, SourceKind, parse_entry};
 use crate::snapshot::Snapshot;
-use crate::store::{IdentifierType, NewEntry, StoreError, StoredEntry};
+use crate::store::{Channel, IdentifierType, NewEntry, NewInvitation, StoreError, StoredEntry};
 
 const PARAM: &str = "identifier";
 
@@ -29,7 +29,6 @@ const PHONE_FORMAT: &str =
 const WALLET_FORMAT: &str = "identifier must be a valid web3 wallet address that starts with 0x and contains 40 hexadecimal characters.";
 const NOTIFY_DISALLOWED: &str =
     "`notify` isn't allowed when `identifier` is an email domain or a web3 wallet.";
-const NOTIFY_UNAVAILABLE: &str = "notify: true asks idgate to send an invitation, but invitation delivery is not configured on this idgate instance; send the request with notify: false (the identifier is still added). See the README section on the Clerk API.";
 
 /// An allowlist or blocklist identifier as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,24 +132,44 @@ pub async fn create(
 ) -> Result<Resource, ClerkErrors> {
     let snap = st.snapshots.load_full();
     let (entry, identifier_type) = parse_identifier(&req.identifier, list, &snap.identifiers)?;
-    if req.notify == Some(true) {
-        let exact_person = matches!(
-            entry,
-            Entry::Exact(Identifier::Email(_) | Identifier::Phone(_))
-        );
-        return Err(if exact_person {
-            ClerkError::ParamValueInvalid {
-                param: "notify".into(),
-                long_message: NOTIFY_UNAVAILABLE.into(),
-            }
-        } else {
-            ClerkError::ConditionalParamDisallowed {
+    // `notify: true` on an email or phone: the entry, an invitation and its delivery in one
+    // transaction; refused (nothing written) when that channel cannot be delivered.
+    let invite = if req.notify == Some(true) {
+        let person = match &entry {
+            Entry::Exact(id @ (Identifier::Email(_) | Identifier::Phone(_))) => Some(id),
+            _ => None,
+        };
+        let Some(person) = person else {
+            return Err(ClerkError::ConditionalParamDisallowed {
                 param: "notify".into(),
                 long_message: NOTIFY_DISALLOWED.into(),
             }
+            .into());
+        };
+        let cfg = st.invitations.as_deref();
+        let kind = person.kind();
+        let channel = Channel::for_type(identifier_type);
+        match channel {
+            Some(channel) if cfg.is_some_and(|c| c.can_deliver(kind)) => Some(NewInvitation {
+                identifier: person.as_str().to_owned(),
+                identifier_type,
+                public_metadata: serde_json::Value::Object(serde_json::Map::new()),
+                redirect_url: None,
+                expires_at: super::invitations::expires_at(None, cfg),
+                ignore_existing: false,
+                deliver: Some(channel),
+            }),
+            _ => {
+                return Err(ClerkError::ParamValueInvalid {
+                    param: "notify".into(),
+                    long_message: super::invitations::delivery_unavailable(kind, cfg),
+                }
+                .into());
+            }
         }
-        .into());
-    }
+    } else {
+        None
+    };
     let key = entry.key(list);
     let display = entry.to_string();
     if let Some((existing, source)) = config_matcher(&snap, list).get_by_key(&key) {
@@ -182,7 +201,11 @@ pub async fn create(
         key,
         identifier_type,
     };
-    let stored = match st.store.insert(list, new).await {
+    let inserted = match invite {
+        Some(inv) => st.store.insert_invited(new, inv).await.map(|(e, _)| e),
+        None => st.store.insert(list, new).await,
+    };
+    let stored = match inserted {
         Ok(s) => s,
         Err(StoreError::Duplicate { existing, .. }) => {
             let long_message = if existing == display {

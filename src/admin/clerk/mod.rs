@@ -9,6 +9,9 @@
 //! | GET, PATCH | `/v1/instance` | [`instance`] |
 //! | PATCH | `/v1/instance/restrictions` | [`instance`] |
 //! | PATCH | `/v1/beta_features/instance_settings` | [`instance`] |
+//! | GET, POST | `/v1/invitations` | [`invitations`] |
+//! | POST | `/v1/invitations/bulk`, `/v1/invitations/{id}/revoke` | [`invitations`] |
+//! | DELETE | `/v1/invitations/{id}` | [`invitations`] |
 //!
 //! The list logic shared by both lists lives in [`identifiers`]. This file holds what every
 //! resource needs: ids, timestamps and the mapping of store errors.
@@ -17,6 +20,7 @@ pub mod allowlist;
 pub mod blocklist;
 pub mod identifiers;
 pub mod instance;
+pub mod invitations;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,6 +37,7 @@ pub fn routes() -> Router<AdminState> {
         .merge(allowlist::routes())
         .merge(blocklist::routes())
         .merge(instance::routes())
+        .merge(invitations::routes())
 }
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

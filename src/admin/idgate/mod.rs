@@ -2,7 +2,7 @@
 //!
 //! | method | path | auth | answer |
 //! |--------|------|------|--------|
-//! | GET  | `/v1/idgate/status` | Bearer | snapshot generation, when and from what it was built, the last reload's outcome and error (with file:line), routes and their mode, list sizes by source, store health |
+//! | GET  | `/v1/idgate/status` | Bearer | snapshot generation, when and from what it was built, the last reload's outcome and error (with file:line), routes and their mode, list sizes by source, store health, invitation deliveries (pending/sent/failed, oldest pending) |
 //! | POST | `/v1/idgate/check`  | Bearer | `{identifier, route?}` → per route: decision, reason, rule, matched entry and source, mode — `gate::explain`, as `idgate check` prints it |
 //! | GET  | `/metrics`          | none   | Prometheus/OpenMetrics text ([`crate::observe::Metrics`]) |
 //!
@@ -100,6 +100,19 @@ async fn status(State(st): State<AdminState>) -> Response {
         }
         Err(_) => json!({ "healthy": false, "error": "the store did not answer within 5s" }),
     };
+    // The invitation outbox: what waits, what went out, what was given up.
+    let deliveries = match st.store.delivery_counts().await {
+        Ok(c) => json!({
+            "pending": c.pending,
+            "sent": c.sent,
+            "failed": c.failed,
+            "oldest_pending_created_at": c.oldest_pending_created_at,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading invitation delivery counts failed");
+            json!({ "error": "the store could not be read (see the gate's log)" })
+        }
+    };
     let routes: Vec<Value> = snap
         .routes
         .iter()
@@ -120,6 +133,7 @@ async fn status(State(st): State<AdminState>) -> Response {
         "routes": routes,
         "lists": lists,
         "store": store,
+        "deliveries": deliveries,
         "warnings": snap.warnings,
     }))
     .into_response()

@@ -181,13 +181,13 @@ test('errors: duplicate, malformed, unknown id, wrong key', async () => {
     'form_param_format_invalid',
   );
 
-  // notify: no invitation delivery is configured, and a domain cannot be notified at all.
+  // notify: SMS delivery is not configured (only email is), and a domain cannot be notified.
   const n = await apiError(
-    clerk.allowlistIdentifiers.createAllowlistIdentifier({ identifier: 'invitee@example.com', notify: true }),
+    clerk.allowlistIdentifiers.createAllowlistIdentifier({ identifier: '+12025550199', notify: true }),
     422,
     'form_param_value_invalid',
   );
-  assert.match(n.errors[0].longMessage, /not configured/i);
+  assert.match(n.errors[0].longMessage, /invitations\.sms/);
   await apiError(
     clerk.allowlistIdentifiers.createAllowlistIdentifier({ identifier: '*@example.org', notify: true }),
     422,
@@ -288,4 +288,74 @@ test('instance.update (PATCH /v1/instance) answers 204', async () => {
     testMode: true,
   });
   assert.equal(r, undefined);
+});
+
+// Invitations (issue #9). The gate's `invitations:` points at an SMTP relay on a closed loopback
+// port, so deliveries wait in the outbox; tests/sdk.rs checks the delivery rows afterwards.
+test('invitations: create, bulk, list, revoke, delete, duplicate', async () => {
+  const inv = await clerk.invitations.createInvitation({
+    emailAddress: 'Invitee-JS@Example.com',
+    publicMetadata: { plan: 'pro' },
+    expiresInDays: 7,
+  });
+  assert.match(inv.id, /^inv_[0-9A-Za-z]{27}$/);
+  assert.equal(inv.emailAddress, 'invitee-js@example.com');
+  assert.equal(inv.status, 'pending');
+  assert.deepEqual(inv.publicMetadata, { plan: 'pro' });
+  assert.match(inv.url, /^https:\/\/app\.test\/accept\?token=[0-9A-Za-z]{32}$/);
+
+  const err = await apiError(
+    clerk.invitations.createInvitation({ emailAddress: 'invitee-js@example.com' }),
+    400,
+    'duplicate_record',
+  );
+  assert.deepEqual(err.errors[0].meta.emailAddresses, ['invitee-js@example.com']);
+
+  const bulk = await clerk.invitations.createInvitationBulk([
+    { emailAddress: 'bulk1-js@example.com', notify: false },
+    { emailAddress: 'bulk2-js@example.com', notify: false },
+  ]);
+  assert.equal(bulk.length, 2);
+  assert.deepEqual(bulk.map((i) => i.emailAddress), ['bulk1-js@example.com', 'bulk2-js@example.com']);
+
+  const list = await clerk.invitations.getInvitationList();
+  assert.equal(list.totalCount, 3);
+  assert.equal(list.data[0].emailAddress, 'bulk2-js@example.com', 'newest first');
+  const page = await clerk.invitations.getInvitationList({ limit: 1, offset: 1, orderBy: '+email_address' });
+  assert.equal(page.totalCount, 3);
+  assert.deepEqual(page.data.map((i) => i.emailAddress), ['bulk2-js@example.com']);
+  const found = await clerk.invitations.getInvitationList({ query: 'invitee-js' });
+  assert.deepEqual(found.data.map((i) => i.id), [inv.id]);
+
+  const revoked = await clerk.invitations.revokeInvitation(bulk[0].id);
+  assert.equal(revoked.status, 'revoked');
+  assert.equal(revoked.revoked, true);
+  await apiError(clerk.invitations.revokeInvitation(bulk[0].id), 400, 'invitation_already_revoked');
+  await apiError(clerk.invitations.revokeInvitation('inv_doesnotexist'), 404, 'resource_not_found');
+  const pending = await clerk.invitations.getInvitationList({ status: 'pending' });
+  assert.deepEqual(pending.data.map((i) => i.emailAddress).sort(), ['bulk2-js@example.com', 'invitee-js@example.com']);
+  const rev = await clerk.invitations.getInvitationList({ status: 'revoked' });
+  assert.deepEqual(rev.data.map((i) => i.id), [bulk[0].id]);
+
+  const del = await clerk.invitations.deleteInvitation(bulk[1].id);
+  assert.equal(del.id, bulk[1].id);
+  assert.equal(del.deleted, true);
+  assert.equal((await clerk.invitations.getInvitationList()).totalCount, 1);
+});
+
+test('allowlist notify: true adds the entry with an invitation', async () => {
+  const a = await clerk.allowlistIdentifiers.createAllowlistIdentifier({
+    identifier: 'Friend-JS@Example.com',
+    notify: true,
+  });
+  assert.equal(a.identifier, 'friend-js@example.com');
+  assert.match(a.invitationId, /^inv_[0-9A-Za-z]{27}$/);
+  const list = await clerk.invitations.getInvitationList({ query: 'friend-js@example.com' });
+  assert.deepEqual(list.data.map((i) => [i.id, i.status]), [[a.invitationId, 'pending']]);
+  // A domain cannot be notified.
+  await apiError(
+    clerk.allowlistIdentifiers.createAllowlistIdentifier({ identifier: '*@friends.io', notify: true }),
+    422,
+    'form_conditional_param_disallowed',
+  );
 });

@@ -249,6 +249,76 @@ class ClerkPythonSdk(unittest.TestCase):
             )
         )
 
+    # -- invitations (issue #9) -------------------------------------------------------------
+    # The gate's `invitations:` points at an SMTP relay on a closed loopback port, so deliveries
+    # wait in the outbox; tests/sdk.rs checks the delivery rows afterwards.
+
+    def test_allowlist_notify_true_adds_entry_with_invitation(self):
+        c = self.clerk
+        a = c.allowlist_identifiers.create(
+            request={"identifier": "Friend-PY@Example.com", "notify": True}
+        )
+        self.assertEqual(a.identifier, "friend-py@example.com")
+        self.assertRegex(a.invitation_id, r"^inv_[0-9A-Za-z]{27}$")
+        found = c.invitations.list(query="friend-py@example.com")
+        self.assertEqual([(i.id, i.status) for i in found], [(a.invitation_id, "pending")])
+        with self.assertRaises(models.ClerkErrors) as ctx:
+            c.allowlist_identifiers.create(request={"identifier": "*@friends.io", "notify": True})
+        self.assert_clerk_error(ctx, 422, "form_conditional_param_disallowed")
+        # Deleting the entry revokes its pending invitation (Clerk's side effect).
+        c.allowlist_identifiers.delete(identifier_id=a.id)
+        revoked = c.invitations.list(status="revoked", query="friend-py@example.com")
+        self.assertEqual([i.id for i in revoked], [a.invitation_id])
+        self.assertEqual(c.allowlist_identifiers.list(), [])
+
+    def test_invitations_create_bulk_list_revoke(self):
+        c = self.clerk
+        inv = c.invitations.create(
+            request={
+                "email_address": "Invitee-PY@Example.com",
+                "public_metadata": {"plan": "pro"},
+                "expires_in_days": 7,
+            }
+        )
+        self.assertRegex(inv.id, r"^inv_[0-9A-Za-z]{27}$")
+        self.assertEqual(inv.email_address, "invitee-py@example.com")
+        self.assertEqual(inv.status, "pending")
+        self.assertEqual(inv.public_metadata, {"plan": "pro"})
+        self.assertRegex(inv.url, r"^https://app\.test/accept\?token=[0-9A-Za-z]{32}$")
+        with self.assertRaises(models.ClerkErrors) as ctx:
+            c.invitations.create(request={"email_address": "invitee-py@example.com"})
+        first = self.assert_clerk_error(ctx, 400, "duplicate_record")
+        self.assertEqual(first.meta["email_addresses"], ["invitee-py@example.com"])
+
+        bulk = c.invitations.bulk_create(
+            request=[
+                {"email_address": f"bulk{i}-py@example.com", "notify": False} for i in range(12)
+            ][:10]
+        )
+        self.assertEqual(len(bulk), 10)
+        # A bare list. Clerk applies limit/offset to invitations whenever given, so the SDK's
+        # implicit limit=10 returns the 10 newest of the 11 (the bulk), as real Clerk does.
+        listed = c.invitations.list(query="-py@example.com")
+        self.assertIsInstance(listed, list)
+        self.assertEqual({i.id for i in listed}, {b.id for b in bulk})
+        everything = c.invitations.list(query="-py@example.com", limit=100)
+        self.assertEqual({i.id for i in everything}, {inv.id} | {b.id for b in bulk})
+        rest = c.invitations.list(query="-py@example.com", offset=10)
+        self.assertEqual([i.id for i in rest], [inv.id])
+
+        revoked = c.invitations.revoke(invitation_id=bulk[0].id)
+        self.assertEqual(revoked.status, "revoked")
+        self.assertIs(revoked.REVOKED, True)  # the SDK names the field `REVOKED`
+        with self.assertRaises(models.ClerkErrors) as ctx:
+            c.invitations.revoke(invitation_id=bulk[0].id)
+        self.assert_clerk_error(ctx, 400, "invitation_already_revoked")
+        with self.assertRaises(models.ClerkErrors) as ctx:
+            c.invitations.revoke(invitation_id="inv_doesnotexist")
+        self.assert_clerk_error(ctx, 404, "resource_not_found")
+        pending = c.invitations.list(status="pending", query="-py@example.com", limit=100)
+        self.assertEqual(len(pending), 10)
+        self.assertNotIn(bulk[0].id, {i.id for i in pending})
+
 
 if __name__ == "__main__":
     unittest.main()
