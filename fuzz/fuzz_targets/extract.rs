@@ -18,10 +18,7 @@ fn sources() -> Vec<SourceSpec> {
         Location::Header(HeaderName::from_static("x-user-email")),
     ];
     loc.into_iter()
-        .map(|location| SourceSpec {
-            location,
-            kind: None,
-        })
+        .map(|location| SourceSpec::new(location, None))
         .collect()
 }
 

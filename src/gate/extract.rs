@@ -35,13 +35,51 @@ pub struct Spec<'a> {
     pub max_decoded: usize,
 }
 
-/// One configured place for the identifier.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One configured place for the identifier, compiled for matching when it is built (at
+/// snapshot build time for a route): JSON pointers are parsed and field names folded once, not
+/// per request.
+#[derive(Debug, Clone)]
 pub struct SourceSpec {
-    pub location: Location,
+    location: Location,
     /// The expected kind, if the config names one (used by the caller when parsing).
     pub kind: Option<crate::identifier::Kind>,
+    compiled: Compiled,
 }
+
+impl SourceSpec {
+    /// Compiles `location`. An invalid JSON pointer is kept and refused (`invalid_spec`, 500) by
+    /// every [`extract`] on the route, as configuration validation should have caught it.
+    pub fn new(location: Location, kind: Option<crate::identifier::Kind>) -> Self {
+        let compiled = Compiled::new(&location).unwrap_or_else(Compiled::Invalid);
+        SourceSpec {
+            location,
+            kind,
+            compiled,
+        }
+    }
+
+    /// Where in the request this source looks.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The parsed segments of a JSON pointer source.
+    fn json_segments(&self) -> Option<&[String]> {
+        match &self.compiled {
+            Compiled::Json { segments, .. } => Some(segments),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for SourceSpec {
+    fn eq(&self, other: &Self) -> bool {
+        // `compiled` is a function of `location`.
+        self.location == other.location && self.kind == other.kind
+    }
+}
+
+impl Eq for SourceSpec {}
 
 /// Where in the request a source looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,17 +230,30 @@ fn clip(s: &str) -> String {
     }
 }
 
-/// Case-folds a key the way the most permissive reader does: ASCII lowercase, plus the two
-/// non-ASCII letters Go's `encoding/json` (`bytes.EqualFold`) folds onto ASCII ones, the Kelvin
-/// sign (`K` → `k`) and the long s (`ſ` → `s`).
+/// Case-folds one character the way the most permissive reader does: ASCII lowercase, plus the
+/// two non-ASCII letters Go's `encoding/json` (`bytes.EqualFold`) folds onto ASCII ones, the
+/// Kelvin sign (`K` → `k`) and the long s (`ſ` → `s`).
+fn fold_char(c: char) -> char {
+    match c {
+        '\u{212A}' => 'k',
+        '\u{017F}' => 's',
+        c => c.to_ascii_lowercase(),
+    }
+}
+
+/// Case-folds a key (see [`fold_char`]); used when compiling field names.
 fn fold(key: &str) -> String {
-    key.chars()
-        .map(|c| match c {
-            '\u{212A}' => 'k',
-            '\u{017F}' => 's',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+    key.chars().map(fold_char).collect()
+}
+
+/// `fold(a) == fold(b)`, without allocating.
+fn fold_eq(a: &str, b: &str) -> bool {
+    a.chars().map(fold_char).eq(b.chars().map(fold_char))
+}
+
+/// `fold(raw) == folded`, without allocating (`folded` is already folded).
+fn fold_is(raw: &str, folded: &str) -> bool {
+    raw.chars().map(fold_char).eq(folded.chars())
 }
 
 /// How a request key relates to a configured field name.
@@ -225,20 +276,29 @@ struct FieldName {
     php: Option<String>,
 }
 
-/// Splits a key on `[`, `.` and NUL into trimmed, ASCII-lowercased segments (`]` dropped).
+/// Splits a key on `[`, `.` and NUL into trimmed segments (`]` dropped), not yet folded.
+fn raw_segments(key: &str) -> impl Iterator<Item = &str> {
+    key.split(['[', '.', '\0']).map(|s| {
+        s.trim_end_matches(']')
+            .trim_matches(|c: char| c.is_ascii_whitespace())
+    })
+}
+
+/// [`raw_segments`], case-folded (for compiled field names).
 fn segments(key: &str) -> Vec<String> {
-    key.split(['[', '.', '\0'])
-        .map(|s| {
-            fold(
-                s.trim_end_matches(']')
-                    .trim_matches(|c: char| c.is_ascii_whitespace()),
-            )
-        })
-        .collect()
+    raw_segments(key).map(fold).collect()
+}
+
+/// PHP's mangling of a key (`.`, space and `[` → `_`), case-folded, one character at a time.
+fn php_chars(key: &str) -> impl Iterator<Item = char> + '_ {
+    key.chars().map(|c| match c {
+        '.' | ' ' | '[' => '_',
+        c => fold_char(c),
+    })
 }
 
 fn php_mangle(key: &str) -> String {
-    fold(&key.replace(['.', ' ', '['], "_"))
+    php_chars(key).collect()
 }
 
 impl FieldName {
@@ -266,6 +326,7 @@ impl FieldName {
         }
     }
 
+    /// How `key` relates to this name; allocation-free (the key is folded as it is compared).
     fn matches(&self, key: &str) -> NameMatch {
         if self.exact.as_deref() == Some(key) {
             return NameMatch::Exact;
@@ -273,11 +334,19 @@ impl FieldName {
         if self.segments.is_empty() || self.segments.iter().all(String::is_empty) {
             return NameMatch::No;
         }
-        let k = segments(key);
-        if k.starts_with(&self.segments) || self.segments.starts_with(&k) {
-            return NameMatch::Variant;
+        // One segment list is a prefix of the other: equal over their common length.
+        let mut ks = raw_segments(key);
+        let mut fs = self.segments.iter();
+        loop {
+            match (ks.next(), fs.next()) {
+                (Some(k), Some(f)) if fold_is(k, f) => {}
+                (Some(_), Some(_)) => break,
+                _ => return NameMatch::Variant,
+            }
         }
-        if self.php.as_deref() == Some(php_mangle(key).as_str()) {
+        if let Some(php) = &self.php
+            && php_chars(key).eq(php.chars())
+        {
             return NameMatch::Variant;
         }
         NameMatch::No
@@ -319,8 +388,11 @@ const CONNECTION_OPTIONS: [&str; 9] = [
     "proxy-authorization",
 ];
 
-fn method_field() -> FieldName {
-    FieldName::new("_method")
+/// The `_method` override field, compiled once.
+fn method_field() -> &'static FieldName {
+    static METHOD: std::sync::LazyLock<FieldName> =
+        std::sync::LazyLock::new(|| FieldName::new("_method"));
+    &METHOD
 }
 
 /// Framing and override checks on the request head.
@@ -392,11 +464,11 @@ fn classify(headers: &HeaderMap, body: &[u8]) -> Result<BodyKind, Refusal> {
         .to_str()
         .map_err(|_| Refusal::BadContentType("not visible ASCII".into()))?;
     let mt = media::parse_media_type(text).map_err(Refusal::BadContentType)?;
-    let utf8_only = |mt: &media::MediaType| match mt.param("charset") {
+    let utf8_only = |mt: &media::MediaType<'_>| match mt.param("charset") {
         Some(c) if !c.eq_ignore_ascii_case("utf-8") => Err(Refusal::BadCharset(clip(c))),
         _ => Ok(()),
     };
-    match (mt.kind.as_str(), mt.subtype.as_str()) {
+    match (&*mt.kind, &*mt.subtype) {
         ("application", s) if s == "json" || s.ends_with("+json") => {
             utf8_only(&mt)?;
             Ok(BodyKind::Json)
@@ -426,8 +498,9 @@ fn classify(headers: &HeaderMap, body: &[u8]) -> Result<BodyKind, Refusal> {
     }
 }
 
-/// Per-source data prepared once per call.
-enum Prepared {
+/// A source compiled for matching, built once by [`SourceSpec::new`].
+#[derive(Debug, Clone)]
+enum Compiled {
     Json {
         segments: Vec<String>,
         last: Option<FieldName>,
@@ -438,31 +511,30 @@ enum Prepared {
     Query(FieldName),
     Header(HeaderName),
     Cookie(String),
+    /// A location that cannot be read (a malformed JSON pointer): refused on use.
+    Invalid(Refusal),
 }
 
-fn prepare(spec: &Spec<'_>) -> Result<Vec<Prepared>, Refusal> {
-    spec.sources
-        .iter()
-        .map(|s| {
-            Ok(match &s.location {
-                Location::Json(p) => {
-                    let segments = json::parse_pointer(p)?;
-                    let last = segments.last().map(|l| FieldName::new(l));
-                    let path = FieldName::path(&segments);
-                    Prepared::Json {
-                        segments,
-                        last,
-                        path,
-                    }
+impl Compiled {
+    fn new(location: &Location) -> Result<Self, Refusal> {
+        Ok(match location {
+            Location::Json(p) => {
+                let segments = json::parse_pointer(p)?;
+                let last = segments.last().map(|l| FieldName::new(l));
+                let path = FieldName::path(&segments);
+                Compiled::Json {
+                    segments,
+                    last,
+                    path,
                 }
-                Location::Form(f) => Prepared::Form(FieldName::new(f)),
-                Location::Multipart(f) => Prepared::Multipart(FieldName::new(f)),
-                Location::Query(f) => Prepared::Query(FieldName::new(f)),
-                Location::Header(h) => Prepared::Header(h.clone()),
-                Location::Cookie(c) => Prepared::Cookie(c.clone()),
-            })
+            }
+            Location::Form(f) => Compiled::Form(FieldName::new(f)),
+            Location::Multipart(f) => Compiled::Multipart(FieldName::new(f)),
+            Location::Query(f) => Compiled::Query(FieldName::new(f)),
+            Location::Header(h) => Compiled::Header(h.clone()),
+            Location::Cookie(c) => Compiled::Cookie(c.clone()),
         })
-        .collect()
+    }
 }
 
 /// Finds the one item whose key is exactly `field`; refuses variants and repeats.
@@ -514,7 +586,7 @@ fn no_nul(field: &FieldName, value: &str) -> Result<(), Refusal> {
 /// Refuses body keys that are `_method` or a configured query field.
 fn check_body_keys<'k>(
     keys: impl Iterator<Item = &'k str>,
-    prepared: &[Prepared],
+    sources: &[SourceSpec],
     decoded_names: bool,
 ) -> Result<(), Refusal> {
     let method = method_field();
@@ -526,11 +598,11 @@ fn check_body_keys<'k>(
                 f.matches(k) != NameMatch::No
             }
         };
-        if hit(&method) {
+        if hit(method) {
             return Err(Refusal::MethodOverride(format!("body field {:?}", clip(k))));
         }
-        for p in prepared {
-            if let Prepared::Query(f) = p
+        for s in sources {
+            if let Compiled::Query(f) = &s.compiled
                 && hit(f)
             {
                 return Err(Refusal::FieldInQueryAndBody { field: f.label() });
@@ -567,7 +639,14 @@ pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>
     if headers.get_all(CONTENT_TYPE).iter().count() > 1 {
         return Err(Refusal::DuplicateContentType);
     }
-    let prepared = prepare(spec)?;
+    if let Some(Compiled::Invalid(r)) = spec
+        .sources
+        .iter()
+        .map(|s| &s.compiled)
+        .find(|c| matches!(c, Compiled::Invalid(_)))
+    {
+        return Err(r.clone());
+    }
     let mut found = Vec::new();
 
     // Query: its own sources, `_method`, and body fields that frameworks merge with the query.
@@ -582,9 +661,10 @@ pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>
             clip(&p.key)
         )));
     }
-    for (i, p) in prepared.iter().enumerate() {
-        let body_names: Vec<&FieldName> = match p {
-            Prepared::Query(f) => {
+    let in_query = |f: &FieldName| query.iter().any(|p| f.matches(&p.key) != NameMatch::No);
+    for (i, s) in spec.sources.iter().enumerate() {
+        let (first, second) = match &s.compiled {
+            Compiled::Query(f) => {
                 if let Some(pair) = pick(f, &query, |p| &p.key, "query", false)? {
                     no_nul(f, &pair.value)?;
                     found.push(Found {
@@ -594,7 +674,7 @@ pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>
                 }
                 continue;
             }
-            Prepared::Header(name) => {
+            Compiled::Header(name) => {
                 let dashed = |h: &str| h.replace('_', "-");
                 if let Some(other) = headers
                     .keys()
@@ -625,17 +705,18 @@ pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>
                 }
                 continue;
             }
-            Prepared::Cookie(name) => {
+            Compiled::Cookie(name) => {
                 if let Some(raw) = cookie(headers, name)? {
                     found.push(Found { raw, source: i });
                 }
                 continue;
             }
-            Prepared::Json { last, path, .. } => last.iter().chain([path]).collect(),
-            Prepared::Form(f) | Prepared::Multipart(f) => vec![f],
+            Compiled::Json { last, path, .. } => (last.as_ref(), Some(path)),
+            Compiled::Form(f) | Compiled::Multipart(f) => (Some(f), None),
+            Compiled::Invalid(_) => continue,
         };
-        for f in body_names {
-            if query.iter().any(|p| f.matches(&p.key) != NameMatch::No) {
+        for f in first.into_iter().chain(second) {
+            if in_query(f) {
                 return Err(Refusal::FieldInQueryAndBody { field: f.label() });
             }
         }
@@ -643,7 +724,7 @@ pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>
 
     let body = decode::decode(body, coding, spec.max_decoded)?;
     if !body.is_empty() {
-        read_body(headers, &body, spec, &prepared, &mut found)?;
+        read_body(headers, &body, spec, &mut found)?;
     }
     found.sort_by_key(|f| f.source);
     Ok(found)
@@ -679,32 +760,25 @@ fn read_body(
     headers: &HeaderMap,
     body: &[u8],
     spec: &Spec<'_>,
-    prepared: &[Prepared],
     found: &mut Vec<Found>,
 ) -> Result<(), Refusal> {
     let kind = classify(headers, body)?;
-    let has = |want: fn(&Prepared) -> bool| prepared.iter().any(want);
+    let sources = spec.sources;
+    let has = |want: fn(&Compiled) -> bool| sources.iter().any(|s| want(&s.compiled));
     match kind {
         BodyKind::Json => {
-            if !has(|p| matches!(p, Prepared::Json { .. })) {
+            if !has(|c| matches!(c, Compiled::Json { .. })) {
                 return Err(Refusal::UnsupportedContentType("JSON".into()));
             }
             if body.starts_with(b"\xef\xbb\xbf") {
                 return Err(Refusal::ByteOrderMark);
             }
             let text = std::str::from_utf8(body).map_err(|_| Refusal::BadUtf8("JSON body"))?;
-            let pointers: Vec<Vec<String>> = prepared
-                .iter()
-                .filter_map(|p| match p {
-                    Prepared::Json { segments, .. } => Some(segments.clone()),
-                    _ => None,
-                })
-                .collect();
-            let root = json::parse(text, spec.max_depth, &pointers)?;
-            check_body_keys(json::top_level_keys(&root), prepared, false)?;
-            for (i, (p, source)) in prepared.iter().zip(spec.sources).enumerate() {
-                if let (Prepared::Json { segments, .. }, Location::Json(pointer)) =
-                    (p, &source.location)
+            let root = json::parse(text, spec.max_depth, sources)?;
+            check_body_keys(json::top_level_keys(&root), sources, false)?;
+            for (i, source) in sources.iter().enumerate() {
+                if let (Compiled::Json { segments, .. }, Location::Json(pointer)) =
+                    (&source.compiled, &source.location)
                     && let Some(raw) = json::resolve(&root, segments, pointer)?
                 {
                     found.push(Found { raw, source: i });
@@ -712,15 +786,15 @@ fn read_body(
             }
         }
         BodyKind::Form => {
-            if !has(|p| matches!(p, Prepared::Form(_))) {
+            if !has(|c| matches!(c, Compiled::Form(_))) {
                 return Err(Refusal::UnsupportedContentType(
                     "application/x-www-form-urlencoded".into(),
                 ));
             }
             let pairs = form::parse(body, "form body")?;
-            check_body_keys(pairs.iter().map(|p| p.key.as_str()), prepared, false)?;
-            for (i, p) in prepared.iter().enumerate() {
-                if let Prepared::Form(f) = p
+            check_body_keys(pairs.iter().map(|p| p.key.as_str()), sources, false)?;
+            for (i, s) in sources.iter().enumerate() {
+                if let Compiled::Form(f) = &s.compiled
                     && let Some(pair) = pick(f, &pairs, |p| &p.key, "form body", false)?
                 {
                     no_nul(f, &pair.value)?;
@@ -732,15 +806,15 @@ fn read_body(
             }
         }
         BodyKind::Multipart(boundary) => {
-            if !has(|p| matches!(p, Prepared::Multipart(_))) {
+            if !has(|c| matches!(c, Compiled::Multipart(_))) {
                 return Err(Refusal::UnsupportedContentType(
                     "multipart/form-data".into(),
                 ));
             }
             let parts = multipart::parse(body, &boundary)?;
-            check_body_keys(parts.iter().map(|p| p.name.as_str()), prepared, true)?;
-            for (i, p) in prepared.iter().enumerate() {
-                if let Prepared::Multipart(f) = p
+            check_body_keys(parts.iter().map(|p| p.name.as_str()), sources, true)?;
+            for (i, s) in sources.iter().enumerate() {
+                if let Compiled::Multipart(f) = &s.compiled
                     && let Some(part) = pick(f, &parts, |p| &p.name, "multipart body", true)?
                 {
                     let raw = identifier_part(f, part)?;
@@ -760,7 +834,7 @@ fn identifier_part(f: &FieldName, part: &multipart::Part<'_>) -> Result<String, 
     if let Some(ct) = &part.content_type {
         let mt = media::parse_media_type(ct)
             .map_err(|e| Refusal::BadMultipart(format!("part Content-Type: {e}")))?;
-        if (mt.kind.as_str(), mt.subtype.as_str()) != ("text", "plain") {
+        if (&*mt.kind, &*mt.subtype) != ("text", "plain") {
             return Err(Refusal::BadFieldEncoding {
                 field: f.label(),
                 what: format!("Content-Type {}/{}", clip(&mt.kind), clip(&mt.subtype)),

@@ -86,11 +86,9 @@ impl WebhookSender {
             .map_err(|_| SendError::Undeliverable("the request cannot be built".into()))?;
         let host = self.url.authority().map_or("", |a| a.as_str()).to_owned();
         let work = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| SendError::Transient(format!("{host}: {}", chain(&e))))?;
+            let resp = self.client.request(req).await.map_err(|e| {
+                SendError::Transient(format!("{host}: {}", crate::tls::client::error_chain(&e)))
+            })?;
             let status = resp.status();
             // Read (bounded) so the connection can be reused; the content is not used.
             let _ = Limited::new(resp.into_body(), MAX_ANSWER).collect().await;
@@ -106,15 +104,4 @@ impl WebhookSender {
                 SendError::Transient(format!("{host}: no answer within {:?}", self.timeout))
             })?
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }

@@ -89,11 +89,9 @@ impl Fetcher {
             .map_err(|_| OAuthError::Invalid("the token cannot be sent in a header"))?;
         let host = req.uri().host().unwrap_or_default().to_owned();
         let work = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| OAuthError::Unavailable(format!("{host}: {}", chain(&e))))?;
+            let resp = self.client.request(req).await.map_err(|e| {
+                OAuthError::Unavailable(format!("{host}: {}", crate::tls::client::error_chain(&e)))
+            })?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
@@ -108,15 +106,4 @@ impl Fetcher {
                 OAuthError::Unavailable(format!("{host} did not answer in {:?}", self.timeout))
             })?
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }

@@ -501,10 +501,7 @@ pub fn compile_reusing(
                         }
                     },
                 };
-                Some(SourceSpec {
-                    location,
-                    kind: s.kind,
-                })
+                Some(SourceSpec::new(location, s.kind))
             })
             .collect();
         let mut tokens = Vec::with_capacity(r.identifier.len());

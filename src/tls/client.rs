@@ -104,3 +104,17 @@ fn add_ca(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsError> {
     }
     Ok(())
 }
+
+/// An error and its sources on one line (`outer: inner: root`), for the logs and errors of
+/// clients that use the [`UpstreamConnector`] (hyper's client errors hide the cause in
+/// `source()`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -7,30 +7,79 @@
 //! characters. Only the parts of the document on a configured pointer's path are kept; the rest
 //! is validated and dropped.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use rustc_hash::FxHashSet;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use super::{Refusal, clip};
+use super::{Refusal, SourceSpec, clip, fold_char, fold_eq};
 
-/// A parsed JSON value, pruned to what the pointers need.
+/// A parsed JSON value, pruned to what the pointers need. Strings borrow from the body unless
+/// they contain escapes.
 #[derive(Debug, PartialEq)]
-pub(super) enum Node {
-    Str(String),
+pub(super) enum Node<'de> {
+    Str(Cow<'de, str>),
     Number,
     Bool,
     Null,
     /// Kept elements with their index (only those a pointer can reach).
-    Array(Vec<(usize, Node)>),
+    Array(Vec<(usize, Node<'de>)>),
     /// All keys of a kept object; values not on a pointer path are `Skipped`.
-    Object(Vec<(String, Node)>),
+    Object(Vec<(Cow<'de, str>, Node<'de>)>),
     /// A value on no pointer path (validated, not stored).
     Skipped,
 }
 
-impl Node {
+/// An object key compared and hashed case-folded (see [`super::fold_char`]), so the duplicate
+/// check needs no folded copy of each key.
+struct Folded<'a>(Cow<'a, str>);
+
+impl PartialEq for Folded<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        fold_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Folded<'_> {}
+
+impl Hash for Folded<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for c in self.0.chars().map(fold_char) {
+            state.write_u32(u32::from(c));
+        }
+    }
+}
+
+/// Reads a string (an object key) borrowed from the body when it has no escapes.
+struct StrSeed;
+
+impl<'de> DeserializeSeed<'de> for StrSeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrSeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+impl Node<'_> {
     fn describe(&self) -> &'static str {
         match self {
             Node::Str(_) => "a string",
@@ -90,7 +139,8 @@ fn array_index(seg: &str) -> Option<usize> {
 #[derive(Clone, Copy)]
 struct Ctx<'c> {
     max_depth: usize,
-    pointers: &'c [Vec<String>],
+    /// The route's sources; only JSON ones are ever live.
+    pointers: &'c [SourceSpec],
     refusal: &'c RefCell<Option<Refusal>>,
 }
 
@@ -123,6 +173,7 @@ impl NodeSeed<'_> {
                 self.ctx
                     .pointers
                     .get(i)
+                    .and_then(SourceSpec::json_segments)
                     .and_then(|p| p.get(self.level))
                     .is_some_and(|seg| matches(seg))
             })
@@ -131,62 +182,69 @@ impl NodeSeed<'_> {
 }
 
 impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
-    type Value = Node;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+    type Value = Node<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Node<'de>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for NodeSeed<'_> {
-    type Value = Node;
+    type Value = Node<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+    fn visit_bool<E>(self, _: bool) -> Result<Node<'de>, E> {
         Ok(if self.keep() {
             Node::Bool
         } else {
             Node::Skipped
         })
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+    fn visit_i64<E>(self, _: i64) -> Result<Node<'de>, E> {
         Ok(if self.keep() {
             Node::Number
         } else {
             Node::Skipped
         })
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+    fn visit_u64<E>(self, _: u64) -> Result<Node<'de>, E> {
         Ok(if self.keep() {
             Node::Number
         } else {
             Node::Skipped
         })
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+    fn visit_f64<E>(self, _: f64) -> Result<Node<'de>, E> {
         Ok(if self.keep() {
             Node::Number
         } else {
             Node::Skipped
         })
     }
-    fn visit_unit<E>(self) -> Result<Node, E> {
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
         Ok(if self.keep() {
             Node::Null
         } else {
             Node::Skipped
         })
     }
-    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Node<'de>, E> {
         Ok(if self.keep() {
-            Node::Str(v.to_owned())
+            Node::Str(Cow::Borrowed(v))
+        } else {
+            Node::Skipped
+        })
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
+        Ok(if self.keep() {
+            Node::Str(Cow::Owned(v.to_owned()))
         } else {
             Node::Skipped
         })
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
         let depth = self.depth + 1;
         if depth > self.ctx.max_depth {
             return Err(self.ctx.refuse(Refusal::TooDeep {
@@ -219,7 +277,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
         })
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
         let depth = self.depth + 1;
         if depth > self.ctx.max_depth {
             return Err(self.ctx.refuse(Refusal::TooDeep {
@@ -227,22 +285,22 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
             }));
         }
         let keep = self.keep();
-        let mut seen: FxHashSet<String> = FxHashSet::default();
+        let mut seen: FxHashSet<Folded<'de>> = FxHashSet::default();
         let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(StrSeed)? {
             if key.contains('\0') {
                 return Err(self.ctx.refuse(Refusal::BadString {
                     field: clip(&key),
                     reason: "NUL in a JSON object key",
                 }));
             }
-            if !seen.insert(super::fold(&key)) {
+            if !seen.insert(Folded(key.clone())) {
                 return Err(self.ctx.refuse(Refusal::DuplicateField {
                     field: clip(&key),
                     place: "JSON body",
                 }));
             }
-            let live = self.child(|seg| seg == key);
+            let live = self.child(|seg| seg == &*key);
             let node = map.next_value_seed(NodeSeed {
                 ctx: self.ctx,
                 depth,
@@ -261,12 +319,12 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
     }
 }
 
-/// Parses `text` strictly, keeping what `pointers` (parsed segments) can reach.
-pub(super) fn parse(
-    text: &str,
+/// Parses `text` strictly, keeping what the JSON pointers among `pointers` can reach.
+pub(super) fn parse<'de>(
+    text: &'de str,
     max_depth: usize,
-    pointers: &[Vec<String>],
-) -> Result<Node, Refusal> {
+    pointers: &[SourceSpec],
+) -> Result<Node<'de>, Refusal> {
     let refusal = RefCell::new(None);
     let ctx = Ctx {
         max_depth,
@@ -277,7 +335,9 @@ pub(super) fn parse(
         ctx,
         depth: 0,
         level: 0,
-        live: (0..pointers.len()).collect(),
+        live: (0..pointers.len())
+            .filter(|&i| pointers.get(i).is_some_and(|s| s.json_segments().is_some()))
+            .collect(),
     };
     let mut de = serde_json::Deserializer::from_str(text);
     let result = seed
@@ -299,7 +359,7 @@ pub(super) fn parse(
 /// object key is refused (some frameworks match keys case-insensitively); a non-string target is
 /// refused (the upstream might coerce it).
 pub(super) fn resolve(
-    root: &Node,
+    root: &Node<'_>,
     segments: &[String],
     pointer: &str,
 ) -> Result<Option<String>, Refusal> {
@@ -309,10 +369,7 @@ pub(super) fn resolve(
             Node::Object(entries) => match entries.iter().find(|(k, _)| k == seg) {
                 Some((_, v)) => v,
                 None => {
-                    return match entries
-                        .iter()
-                        .find(|(k, _)| super::fold(k) == super::fold(seg))
-                    {
+                    return match entries.iter().find(|(k, _)| fold_eq(k, seg)) {
                         Some((k, _)) => Err(Refusal::AmbiguousLocation {
                             field: clip(pointer),
                             found: clip(k),
@@ -338,7 +395,7 @@ pub(super) fn resolve(
             field: clip(pointer),
             reason: "NUL in the identifier",
         }),
-        Node::Str(s) => Ok(Some(s.clone())),
+        Node::Str(s) => Ok(Some(s.to_string())),
         other => Err(Refusal::NotAString {
             field: clip(pointer),
             found: other.describe(),
@@ -347,12 +404,12 @@ pub(super) fn resolve(
 }
 
 /// The keys of a top-level object (empty for other documents).
-pub(super) fn top_level_keys(root: &Node) -> impl Iterator<Item = &str> {
-    let entries: &[(String, Node)] = match root {
+pub(super) fn top_level_keys<'a>(root: &'a Node<'_>) -> impl Iterator<Item = &'a str> {
+    let entries: &[(Cow<'_, str>, Node<'_>)] = match root {
         Node::Object(e) => e,
         _ => &[],
     };
-    entries.iter().map(|(k, _)| k.as_str())
+    entries.iter().map(|(k, _)| &**k)
 }
 
 #[cfg(test)]
@@ -363,8 +420,9 @@ mod tests {
 
     fn get(text: &str, pointer: &str, depth: usize) -> Result<Option<String>, String> {
         let segs = parse_pointer(pointer).map_err(|e| e.code().to_string())?;
+        let src = SourceSpec::new(super::super::Location::Json(pointer.into()), None);
         let root =
-            parse(text, depth, std::slice::from_ref(&segs)).map_err(|e| e.code().to_string())?;
+            parse(text, depth, std::slice::from_ref(&src)).map_err(|e| e.code().to_string())?;
         resolve(&root, &segs, pointer).map_err(|e| e.code().to_string())
     }
 
@@ -461,7 +519,10 @@ mod tests {
 
     #[test]
     fn unrelated_subtrees_are_not_stored() {
-        let segs = vec![vec!["email".to_string()]];
+        let segs = [SourceSpec::new(
+            super::super::Location::Json("/email".into()),
+            None,
+        )];
         let root = parse(r#"{"email":"a","big":[1,2,{"x":"y"}]}"#, 32, &segs);
         assert_eq!(
             root,

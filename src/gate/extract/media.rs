@@ -5,15 +5,27 @@
 //! with `value = token / quoted-string`. Parameter names are case-insensitive and may appear only
 //! once; RFC 2231/5987 extended names (`name*=`) are refused because frameworks disagree on them.
 
-/// A parsed media type: lowercased type and subtype, parameters with lowercased names.
+use std::borrow::Cow;
+
+/// A parsed media type: lowercased type and subtype (borrowed from the header when already
+/// lowercase), parameters with lowercased names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct MediaType {
-    pub(super) kind: String,
-    pub(super) subtype: String,
+pub(super) struct MediaType<'a> {
+    pub(super) kind: Cow<'a, str>,
+    pub(super) subtype: Cow<'a, str>,
     pub(super) params: Vec<(String, String)>,
 }
 
-impl MediaType {
+/// `s` ASCII-lowercased, borrowed when it already is.
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+impl MediaType<'_> {
     /// The value of parameter `name` (lowercase), if present.
     pub(super) fn param(&self, name: &str) -> Option<&str> {
         self.params
@@ -43,7 +55,7 @@ fn skip_ows(s: &str) -> &str {
 }
 
 /// Parses `type/subtype; params` strictly. The error is a short reason.
-pub(super) fn parse_media_type(s: &str) -> Result<MediaType, String> {
+pub(super) fn parse_media_type(s: &str) -> Result<MediaType<'_>, String> {
     if let Some(b) = s
         .bytes()
         .find(|&b| !(is_ows(b) || (0x21..0x7f).contains(&b)))
@@ -64,8 +76,8 @@ pub(super) fn parse_media_type(s: &str) -> Result<MediaType, String> {
     }
     let params = parse_params(rest, true)?;
     Ok(MediaType {
-        kind: kind.to_ascii_lowercase(),
-        subtype: subtype.to_ascii_lowercase(),
+        kind: lowercase(kind),
+        subtype: lowercase(subtype),
         params,
     })
 }
@@ -184,7 +196,7 @@ mod tests {
             let got = parse_media_type(input);
             match (&got, &want) {
                 (Ok(m), Ok((t, s, p))) => {
-                    assert_eq!((m.kind.as_str(), m.subtype.as_str()), (*t, *s), "{input}");
+                    assert_eq!((&*m.kind, &*m.subtype), (*t, *s), "{input}");
                     let p: Vec<(String, String)> = p
                         .iter()
                         .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -75,10 +75,7 @@ fn sources() -> Vec<SourceSpec> {
         Location::Header(HeaderName::from_static("x-wallet")),
     ]
     .into_iter()
-    .map(|location| SourceSpec {
-        location,
-        kind: None,
-    })
+    .map(|location| SourceSpec::new(location, None))
     .collect()
 }
 
@@ -864,10 +861,7 @@ fn extract_table() {
         ),
     ];
     let all = sources();
-    let json_only = [SourceSpec {
-        location: Location::Json("/email".into()),
-        kind: None,
-    }];
+    let json_only = [SourceSpec::new(Location::Json("/email".into()), None)];
     let mut failures = Vec::new();
     for (name, r, want) in &cases {
         let srcs: &[SourceSpec] = if *name == "form body, json-only route" {
@@ -886,10 +880,10 @@ fn extract_table() {
 
 #[test]
 fn bodies_need_a_matching_source() {
-    let header_only = [SourceSpec {
-        location: Location::Header(HeaderName::from_static("x-email")),
-        kind: None,
-    }];
+    let header_only = [SourceSpec::new(
+        Location::Header(HeaderName::from_static("x-email")),
+        None,
+    )];
     let cases = [
         (json(r#"{"a":1}"#), "unsupported_content_type"),
         (form("/", "a=1"), "unsupported_content_type"),
@@ -906,10 +900,7 @@ fn bodies_need_a_matching_source() {
 
 #[test]
 fn nested_pointer_and_bracketed_query() {
-    let src = [SourceSpec {
-        location: Location::Json("/user/email".into()),
-        kind: None,
-    }];
+    let src = [SourceSpec::new(Location::Json("/user/email".into()), None)];
     let body = r#"{"user":{"email":"a@b.co"}}"#;
     assert_eq!(run_with(&json(body), &src), ok(&[(0, "a@b.co")]));
     for uri in ["/?user[email]=x", "/?user.email=x", "/?email=x", "/?USER=x"] {
@@ -917,10 +908,7 @@ fn nested_pointer_and_bracketed_query() {
         r.uri = uri;
         assert_eq!(run_with(&r, &src), no("field_in_query_and_body"), "{uri}");
     }
-    let bad = [SourceSpec {
-        location: Location::Json("user/email".into()),
-        kind: None,
-    }];
+    let bad = [SourceSpec::new(Location::Json("user/email".into()), None)];
     let refusal = run_with(&json(body), &bad);
     assert_eq!(refusal, no("invalid_spec"));
 }
