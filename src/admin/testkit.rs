@@ -102,6 +102,30 @@ impl Kit {
     }
 
     /// `method path` with a JSON body (if any) and the kit's key.
+    /// Sends each `(body, status, code, param_name, long_message part)` case and checks the
+    /// Clerk error it gets back.
+    pub async fn assert_errors(
+        &self,
+        method: &str,
+        path: &str,
+        cases: &[(&str, u16, &str, Option<&str>, &str)],
+    ) {
+        for (body, status, code, param, text) in cases {
+            let a = self.call(method, path, Some(body)).await;
+            assert_eq!((a.status, a.code()), (*status, *code), "{body}: {a:?}");
+            assert_eq!(
+                a.json["errors"][0]["meta"]["param_name"].as_str(),
+                *param,
+                "{body}"
+            );
+            assert!(
+                a.long_message().contains(text),
+                "{body}: {}",
+                a.long_message()
+            );
+        }
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
         self.call_with(method, path, body, Some(&format!("Bearer {KEY}")), true)
             .await

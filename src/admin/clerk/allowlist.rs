@@ -259,20 +259,7 @@ mod tests {
                 "colour is not a valid parameter for this request.",
             ),
         ];
-        for (body, status, code, param, text) in cases {
-            let a = k.call("POST", PATH, Some(body)).await;
-            assert_eq!((a.status, a.code()), (*status, *code), "{body}: {a:?}");
-            assert_eq!(
-                a.json["errors"][0]["meta"]["param_name"].as_str(),
-                *param,
-                "{body}"
-            );
-            assert!(
-                a.long_message().contains(text),
-                "{body}: {}",
-                a.long_message()
-            );
-        }
+        k.assert_errors("POST", PATH, cases).await;
         let a = k
             .call("POST", PATH, Some(r#"{"identifier":"alice@x.com"}"#))
             .await;

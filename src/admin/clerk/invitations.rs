@@ -587,20 +587,7 @@ mod tests {
                 "There are already pending invitations for the following email addresses: dup@x.com",
             ),
         ];
-        for (body, status, code, param, text) in cases {
-            let a = k.call("POST", PATH, Some(body)).await;
-            assert_eq!((a.status, a.code()), (*status, *code), "{body}: {a:?}");
-            assert_eq!(
-                a.json["errors"][0]["meta"]["param_name"].as_str(),
-                *param,
-                "{body}"
-            );
-            assert!(
-                a.long_message().contains(text),
-                "{body}: {}",
-                a.long_message()
-            );
-        }
+        k.assert_errors("POST", PATH, cases).await;
         let a = k
             .call("POST", PATH, Some(r#"{"email_address":"dup@x.com"}"#))
             .await;
