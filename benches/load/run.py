@@ -164,12 +164,12 @@ def write_lists(work, n, tag=""):
     return allow, block
 
 
-def print_table(args, scenarios, results, gate, nginx_workers):
+def print_table(args, scenarios, results, contenders):
     print()
     print(f"{'scenario':32} {'proxy':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} {'µs/req':>7} {'RSS MB':>7} {'errors':>6} {'non2xx':>6}")
     for name, *_ in scenarios:
         row = {}
-        for who, pids in (("idgate", lambda: [gate.pid]), ("nginx", nginx_workers)):
+        for who, _port, pids in contenders:
             rs = results[(name, who)]
             med = lambda k: sorted(x[k] for x in rs)[len(rs) // 2]
             row[who] = {k: med(k) for k in ("rps", "p50", "p99", "cpu", "us")}
@@ -178,11 +178,15 @@ def print_table(args, scenarios, results, gate, nginx_workers):
             row[who]["non2xx"] = sum(x["non2xx"] for x in rs)
             v = row[who]
             print(f"{name:32} {who:7} {v['rps']:9.0f} {v['p50']:8.2f} {v['p99']:8.2f} {v['cpu']:7.1f} {v['us']:7.1f} {v['rss']:7.0f} {v['errors']:6} {v['non2xx']:6}")
-        a, b = row["idgate"], row["nginx"]
-        print(f"{'':32} {'ratio':7} {a['rps'] / b['rps']:9.2f} {a['p50'] / b['p50']:8.2f} {a['p99'] / b['p99']:8.2f} {'':7} {a['us'] / b['us']:7.2f}")
+        b = row["nginx"]
+        for who, label in (("idgate", "ratio"), ("floor", "floor/n")):
+            if who in row:
+                a = row[who]
+                print(f"{'':32} {label:7} {a['rps'] / b['rps']:9.2f} {a['p50'] / b['p50']:8.2f} {a['p99'] / b['p99']:8.2f} {'':7} {a['us'] / b['us']:7.2f}")
     print(f"\n(median of {args.rounds} rounds of {args.duration} s, wrk -t2 -c64, order alternating; µs/req = the proxy's "
           f"CPU time (user + system, all its processes) per request; "
           f"the gated row compares idgate's checked sign-up with nginx's plain POST proxying; "
+          f"ratio = idgate / nginx; floor = examples/hyper_floor.rs, a bare hyper proxy (--floor), floor/n = floor / nginx; "
           f"{os.cpu_count()} cores shared by wrk, both proxies and the upstream)")
 
 
@@ -197,6 +201,8 @@ def main():
     ap.add_argument("--no-http", action="store_true", help="skip the plain-HTTP wrk table")
     ap.add_argument("--idgate", help="an idgate binary to measure (default: build target/release/idgate)")
     ap.add_argument("--workers", type=int, help="idgate's runtime worker threads (default: its own)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure examples/hyper_floor.rs, a bare hyper + tokio proxy: what any hyper-based proxy costs")
     args = ap.parse_args()
 
     ensure_tools()
@@ -292,6 +298,15 @@ reload: {{ debounce: 100ms, interval: 0s }}
         print(f"idgate RSS after start-up: {rss_mb([gate.pid]):.0f} MB")
 
         nginx_workers = lambda: children(procs[1].pid) or [procs[1].pid]
+        contenders = [("idgate", ig, lambda: [gate.pid]), ("nginx", ng, nginx_workers)]
+        if args.floor and not args.no_http:
+            sh("cargo", "build", "--release", "--quiet", "--example", "hyper_floor", cwd=ROOT)
+            fl = free_port()
+            floor = subprocess.Popen([os.path.join(ROOT, "target", "release", "examples", "hyper_floor"),
+                                      f"127.0.0.1:{fl}", f"127.0.0.1:{up}"], stderr=subprocess.DEVNULL)
+            procs.append(floor)
+            wait_port(fl)
+            contenders.append(("floor", fl, lambda: [floor.pid]))
         scenarios = [
             ("GET small (ungated)", "/small", None, "/small"),
             ("GET 4 KiB (ungated)", "/4k", None, "/4k"),
@@ -301,10 +316,10 @@ reload: {{ debounce: 100ms, interval: 0s }}
         results = {}
         for r in range(0 if args.no_http else args.rounds):
             for name, ipath, script, npath in scenarios:
-                order = [("idgate", ig, ipath, lambda: [gate.pid]), ("nginx", ng, npath, nginx_workers)]
-                if r % 2:
-                    order.reverse()
-                for who, port, path, pids in order:
+                # Each round starts with the next contender.
+                order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+                for who, port, pids in order:
+                    path = ipath if who == "idgate" else npath
                     c0 = cpu_seconds(pids())
                     res = wrk(f"http://127.0.0.1:{port}{path}", args.duration, script)
                     res["cpu"] = cpu_seconds(pids()) - c0
@@ -312,7 +327,7 @@ reload: {{ debounce: 100ms, interval: 0s }}
                     res["us"] = res["cpu"] / max(res["rps"] * args.duration, 1) * 1e6
                     results.setdefault((name, who), []).append(res)
         if not args.no_http:
-            print_table(args, scenarios, results, gate, nginx_workers)
+            print_table(args, scenarios, results, contenders)
 
         if args.tls:
             print("\nTLS mode: h2load over TLS + HTTP/2 (ALPN h2), same certificate and upstream")

@@ -5,8 +5,11 @@
 //!   requests the upstream answered 2xx (`Proxy::with_acceptance`; the proxy never imports the
 //!   store); each one marks that identifier's pending, not past-due invitations `accepted`.
 //!   Most sign-ups were never invited, so a [`PendingFilter`] (the identifiers with a pending
-//!   invitation, re-read only when [`Store::invitations_version`] moved) keeps them away from
-//!   the store's writer: only an invited identifier costs a write.
+//!   invitation, re-read only when [`Store::invitations_version`] moved) keeps them away: the
+//!   proxy asks it synchronously before handing an identifier over ([`PendingFilter::wanted`]),
+//!   so a sign-up nobody was invited to costs neither a channel send (a wake-up of this task)
+//!   nor a store write; only an invited identifier, or one checked while the filter is being
+//!   re-read, travels.
 //! - [`expire`]: at start and every [`SWEEP_EVERY`], pending invitations past `expires_at`
 //!   become `expired` (and their queued deliveries are given up). Listings compute the status
 //!   at read time too, so a past-due invitation never reads as pending between sweeps.
@@ -15,6 +18,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::{mpsc, watch};
 
 use crate::observe::Metrics;
@@ -34,43 +38,72 @@ pub fn channel() -> (mpsc::Sender<String>, mpsc::Receiver<String>) {
 
 /// The identifiers that have a pending invitation, as of a store version. It may hold more
 /// than the truth (revoked, accepted or expired since) — those cost one write that finds
-/// nothing — but never less: invitations are added before the version moves.
-#[derive(Debug, Default)]
+/// nothing — but never less: invitations are added before the version moves. Cheap to clone:
+/// the proxy's pre-check and the acceptance task share one.
+#[derive(Debug, Default, Clone)]
 pub struct PendingFilter {
-    seen: Option<(u64, HashSet<String>)>,
+    seen: Arc<ArcSwapOption<(u64, HashSet<String>)>>,
 }
 
 impl PendingFilter {
-    /// False only when `identifier` certainly has no pending invitation. A store that cannot
-    /// be read answers true (the write decides).
-    pub async fn may_be_invited(&mut self, store: &Store, identifier: &str) -> bool {
+    /// Synchronous and lock-free (the proxy's pre-check): false only when `identifier`
+    /// certainly has no pending invitation — the set was read at the store's current version
+    /// and does not hold it. Not read yet, or read at an older version: true (the task
+    /// re-reads it).
+    pub fn wanted(&self, store: &Store, identifier: &str) -> bool {
+        let version = store.invitations_version();
+        match &*self.seen.load() {
+            Some(seen) if seen.0 == version => seen.1.contains(identifier),
+            _ => true,
+        }
+    }
+
+    /// Re-reads the set when the store's version moved since it was read. False when the
+    /// store could not be read (the filter then says true to everything).
+    pub async fn refresh(&self, store: &Store) -> bool {
         // The version is read before the set, so a set read concurrently with a new
         // invitation is re-read next time.
         let version = store.invitations_version();
-        if self.seen.as_ref().is_none_or(|(v, _)| *v != version) {
-            match store.pending_invitation_identifiers().await {
-                Ok(set) => self.seen = Some((version, set)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading pending invitations failed");
-                    self.seen = None;
-                    return true;
-                }
+        if self
+            .seen
+            .load()
+            .as_ref()
+            .is_some_and(|seen| seen.0 == version)
+        {
+            return true;
+        }
+        match store.pending_invitation_identifiers().await {
+            Ok(set) => {
+                self.seen.store(Some(Arc::new((version, set))));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading pending invitations failed");
+                self.seen.store(None);
+                false
             }
         }
-        self.seen
-            .as_ref()
-            .is_none_or(|(_, set)| set.contains(identifier))
+    }
+
+    /// False only when `identifier` certainly has no pending invitation, after re-reading the
+    /// set if the store's version moved. A store that cannot be read answers true (the write
+    /// decides).
+    pub async fn may_be_invited(&self, store: &Store, identifier: &str) -> bool {
+        !self.refresh(store).await || self.wanted(store, identifier)
     }
 }
 
 /// Marks invitations accepted as identifiers arrive, until `stop` or the proxy is gone.
+/// `filter` is the one the proxy pre-checks with; it is read here at start, so the proxy's
+/// pre-check works from the first request.
 pub async fn accept(
     store: Arc<Store>,
     mut rx: mpsc::Receiver<String>,
+    filter: PendingFilter,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut filter = PendingFilter::default();
+    filter.refresh(&store).await;
     loop {
         let identifier = tokio::select! {
             got = rx.recv() => match got {
@@ -153,7 +186,17 @@ mod tests {
 
         let (tx, rx) = channel();
         let (_stop_tx, stop) = watch::channel(false);
-        let task = tokio::spawn(accept(store.clone(), rx, Arc::new(Metrics::new()), stop));
+        let filter = PendingFilter::default();
+        // Unread: the pre-check lets everything through to the task.
+        assert!(filter.wanted(&store, "nobody@x.com"));
+        let task = tokio::spawn(accept(
+            store.clone(),
+            rx,
+            filter.clone(),
+            Arc::new(Metrics::new()),
+            stop,
+        ));
+        // Sent without the proxy's pre-check: the task filters on its own.
         for who in ["nobody@x.com", "other@x.com", "a@x.com"] {
             tx.send(who.to_owned()).await.unwrap();
         }
@@ -165,6 +208,21 @@ mod tests {
         tx.send("late@x.com".to_owned()).await.unwrap();
         drop(tx);
         task.await.unwrap();
+        // Read at the current version now: the pre-check refuses the uninvited without the
+        // task, and passes an invited one.
+        assert!(!filter.wanted(&store, "nobody@x.com"));
+        let third = store
+            .create_invitations(vec![invite("third@x.com")])
+            .await
+            .unwrap();
+        assert!(
+            filter.wanted(&store, "nobody@x.com"),
+            "a moved version lets everything through until the set is re-read"
+        );
+        assert!(filter.refresh(&store).await);
+        assert!(filter.wanted(&store, "third@x.com"));
+        assert!(!filter.wanted(&store, "nobody@x.com"));
+        assert_eq!(third.len(), 1);
 
         assert_eq!(
             accepts.load(Ordering::SeqCst),

@@ -232,8 +232,14 @@ impl Gate {
                 .with_request_ids(crate::observe::RequestIds::new(&cfg.request_id)),
         );
         let worker = worker.map(|w| w.with_metrics(metrics.clone()));
-        // Invitation acceptance: the proxy hands over accepted sign-ups, a task marks them.
+        // Invitation acceptance: the proxy hands over accepted sign-ups that may have been
+        // invited (a synchronous pre-check against the shared filter), a task marks them.
         let (accepted_tx, accepted_rx) = acceptance::channel();
+        let pending = acceptance::PendingFilter::default();
+        let wanted = {
+            let (pending, store) = (pending.clone(), store.clone());
+            move |id: &str| pending.wanted(&store, id)
+        };
         let acceptance_metrics = metrics.clone();
         let op_metrics = metrics.clone();
         store.set_op_observer(Arc::new(move |op, elapsed| {
@@ -243,7 +249,7 @@ impl Gate {
         let proxy = Arc::new(
             Proxy::new(snapshots.clone(), settings, &tls_setup.upstream)
                 .with_observer(observer.clone())
-                .with_acceptance(accepted_tx),
+                .with_acceptance(accepted_tx, wanted),
         );
         let mut proxies = JoinSet::new();
         for (l, t) in listeners.into_iter().zip(tls_setup.listeners.iter()) {
@@ -291,6 +297,7 @@ impl Gate {
         rest.spawn(acceptance::accept(
             store.clone(),
             accepted_rx,
+            pending,
             acceptance_metrics,
             stop_rest_rx.clone(),
         ));

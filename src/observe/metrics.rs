@@ -225,7 +225,7 @@ impl Metrics {
         let invitation_acceptances = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "invitation_acceptances",
-            "Forwarded sign-ups checked for pending invitations, by outcome (accepted, none, dropped, error)",
+            "Forwarded sign-ups that may have a pending invitation (the proxy's pre-check passed), by outcome (accepted, none, dropped, error)",
             invitation_acceptances.clone(),
         );
         let duration_gated = duration

@@ -72,6 +72,12 @@ pub const DEFAULT_BUFFER_BUDGET: usize = 64 << 20;
 
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
+/// Where allowed, enforced sign-ups go (see [`Proxy::with_acceptance`]).
+struct Acceptance {
+    tx: tokio::sync::mpsc::Sender<String>,
+    wanted: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
 /// The proxy: the snapshot handle and the pooled upstream clients.
 pub struct Proxy {
     snapshots: SnapshotHandle,
@@ -88,7 +94,7 @@ pub struct Proxy {
     /// Metrics and the audit log.
     observer: Arc<Observer>,
     /// Where accepted sign-ups go (canonical identifiers), for invitation acceptance.
-    accepted: Option<tokio::sync::mpsc::Sender<String>>,
+    accepted: Option<Acceptance>,
 }
 
 impl Proxy {
@@ -132,12 +138,21 @@ impl Proxy {
         }
     }
 
-    /// Sends the canonical identifiers of every allowed `sign_up` request in enforce mode
-    /// that the upstream answered 2xx to `tx` (`app` marks their invitations accepted).
-    /// Never waits: when the channel is full the identifier is dropped with a warning and
-    /// `idgate_invitation_acceptances{outcome="dropped"}`.
-    pub fn with_acceptance(mut self, tx: tokio::sync::mpsc::Sender<String>) -> Self {
-        self.accepted = Some(tx);
+    /// Sends the canonical identifiers of allowed `sign_up` requests in enforce mode that the
+    /// upstream answered 2xx to `tx` (`app` marks their invitations accepted) — those for which
+    /// `wanted` says yes: a synchronous pre-check (false only when the identifier certainly
+    /// has no pending invitation) that keeps the sign-ups nobody was invited to off the
+    /// channel. Never waits: when the channel is full the identifier is dropped with a warning
+    /// and `idgate_invitation_acceptances{outcome="dropped"}`.
+    pub fn with_acceptance(
+        mut self,
+        tx: tokio::sync::mpsc::Sender<String>,
+        wanted: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.accepted = Some(Acceptance {
+            tx,
+            wanted: Box::new(wanted),
+        });
         self
     }
 
@@ -400,13 +415,13 @@ impl Proxy {
                 None,
             )
             .await;
-        if let (Some(tx), Ok(r)) = (&self.accepted, &resp)
+        if let (Some(acceptance), Ok(r)) = (&self.accepted, &resp)
             && r.status().is_success()
             && route.kind == RouteKind::SignUp
             && route.mode == Mode::Enforce
         {
-            for id in &ids {
-                if tx.try_send(id.as_str().to_owned()).is_err() {
+            for id in ids.iter().filter(|id| (acceptance.wanted)(id.as_str())) {
+                if acceptance.tx.try_send(id.as_str().to_owned()).is_err() {
                     tracing::warn!(route = %route.name, "invitation acceptance queue full; one acceptance dropped");
                     self.observer.metrics.invitation_acceptance("dropped");
                 }

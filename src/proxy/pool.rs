@@ -472,6 +472,126 @@ mod tests {
         );
     }
 
+    /// A hyper upstream: `/echo` answers the request body, `/204` answers 204 No Content,
+    /// `/slow` answers after 30 s. Returns its address and the count of connections.
+    async fn hyper_upstream() -> (Authority, Arc<AtomicUsize>) {
+        use hyper::service::service_fn;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let c = conns.clone();
+        tokio::spawn(async move {
+            loop {
+                let (sock, _) = l.accept().await.unwrap();
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: Request<Incoming>| async move {
+                        let path = req.uri().path().to_owned();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let status = match path.as_str() {
+                            "/204" => 204,
+                            "/slow" => {
+                                tokio::time::sleep(Duration::from_secs(30)).await;
+                                200
+                            }
+                            _ => 200,
+                        };
+                        let body = if status == 204 { Bytes::new() } else { body };
+                        Ok::<_, hyper::Error>(
+                            Response::builder()
+                                .status(status)
+                                .body(Full::new(body))
+                                .unwrap(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        (format!("{addr}").parse().unwrap(), conns)
+    }
+
+    fn post(path: &str, body: Bytes) -> Request<ProxyBody> {
+        Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", "app.test")
+            .body(Either::Right(Full::new(body)))
+            .unwrap()
+    }
+
+    /// Fails instead of hanging when nothing drives the connection.
+    async fn within<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .expect("the exchange stalled")
+    }
+
+    #[tokio::test]
+    async fn large_bodies_stream_both_ways_on_a_reused_connection() {
+        let (key, conns) = hyper_upstream().await;
+        let pool = pool();
+        // Far beyond the socket buffers: the upload and the echoed download each take many
+        // turns of the connection.
+        let big = Bytes::from(
+            (0..8 << 20)
+                .map(|i: u32| (i % 251) as u8)
+                .collect::<Vec<_>>(),
+        );
+        for _ in 0..2 {
+            let resp = within(pool.send(&key, post("/echo", big.clone())))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let got = within(resp.into_body().collect()).await.unwrap().to_bytes();
+            assert_eq!(got.len(), big.len());
+            assert!(got == big, "the echoed body differs");
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "the connection was reused");
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_body_hands_its_connection_back() {
+        let (key, conns) = hyper_upstream().await;
+        let pool = pool();
+        for _ in 0..3 {
+            let resp = within(pool.send(&key, post("/204", Bytes::from_static(b"x"))))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 204);
+            // Dropped unread, as hyper's server does with an empty body.
+            drop(resp);
+            assert_eq!(pool.idle_count(), 1);
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_not_lent_while_an_abandoned_request_holds_it() {
+        let (key, conns) = hyper_upstream().await;
+        let pool = pool();
+        let sent = pool.send(&key, get("/slow"));
+        // The proxy's response timeout drops the request future like this.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), sent)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            pool.idle_count(),
+            0,
+            "a connection with a request in flight"
+        );
+        let resp = within(pool.send(&key, post("/echo", Bytes::from_static(b"next"))))
+            .await
+            .unwrap();
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got, "next");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn connection_errors_are_typed() {
         let closed = {
