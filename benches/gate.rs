@@ -1,5 +1,6 @@
 //! Benchmarks for the hot path of a gated request: identifier parsing, `Candidate::new`, and
-//! matcher lookups at 1k, 20k and 1M entries (hit and miss, exact and domain).
+//! matcher lookups at 1k, 20k and 1M entries (hit and miss, exact and domain), and what a
+//! reload does with a replaced 1M-entry list file.
 
 use std::hint::black_box;
 
@@ -166,5 +167,32 @@ fn requests(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookups, parsing, requests);
+/// What a reload does with a replaced 1M-entry list file (the shape `benches/load/run.py
+/// --reload` writes): hash it (`read`, also what every reload does to an unchanged file) and
+/// compile it into its matcher (`compile`).
+fn reload(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("allow.txt");
+    let text: String = (0..1_000_000u32)
+        .map(|i| format!("user{i}@allowed{}new.com\n", i % 5000))
+        .collect();
+    std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    let opts = ParseOptions::default();
+    let mut g = c.benchmark_group("reload_1M_file");
+    g.sample_size(10);
+    for list in [ListKind::Allow, ListKind::Block] {
+        let file = idgate::snapshot::ListFile::read(&path, list).unwrap_or_else(|e| panic!("{e}"));
+        g.bench_function(BenchmarkId::new("compile", list), |b| {
+            b.iter(|| black_box(file.compile(&opts).map(|p| p.matcher.len())))
+        });
+    }
+    g.bench_function("read", |b| {
+        b.iter(|| {
+            black_box(idgate::snapshot::ListFile::read(&path, ListKind::Allow).map(|f| f.hash))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lookups, parsing, requests, reload);
 criterion_main!(benches);

@@ -177,6 +177,75 @@ fn error_messages_are_actionable() {
 }
 
 #[test]
+fn canonical_fast_path_takes_canonical_addresses_only() {
+    for s in [
+        "a@x.co",
+        "user77@allowed77.com",
+        "j.o.h.n+x=y#z@mail.example-1.co.uk",
+        "a_b-c@1x.com",
+        "a@b.c1",
+    ] {
+        let fast = Email::from_canonical_ascii(s).unwrap_or_else(|| panic!("{s}"));
+        assert_eq!(Ok(fast), email::parse_email_full(s), "{s}");
+    }
+    // Valid, but not in canonical form or beyond what the one pass checks: the full parser
+    // decides (and canonicalizes).
+    for s in [
+        "A@x.com",
+        "a@X.com",
+        "a@x.com.",
+        "a@xn--bcher-kva.de",
+        "a@bücher.de",
+        "a%b@x.com",
+        "a!b@x.com",
+        "a'b@x.com",
+        "a*b@x.com",
+        "a=?b@x.com",
+        ".a@x.com",
+        "a.@x.com",
+        "a..b@x.com",
+        "a@x",
+        "a@x.123",
+        "a@-x.com",
+        "a@x-.com",
+        "a@x..com",
+        "@x.com",
+        "a@",
+        "a@b@x.com",
+        "a b@x.com",
+        "",
+    ] {
+        assert_eq!(Email::from_canonical_ascii(s), None, "{s}");
+        assert_eq!(parse_email(s), email::parse_email_full(s), "{s}");
+    }
+    // Whichever path takes them, both give the same answer (UTS 46 hyphen rules, numeric
+    // labels, `+`/`=`/`#` at the edges).
+    for s in [
+        "a@ab--c.com",
+        "a@xn-a.com",
+        "a@1.2.com",
+        "a@x.c-m",
+        "a@x.c0m",
+        "+@x.com",
+        "-a@x.com",
+        "a-@x.com",
+        "#@x.com",
+        "=a=@x.com",
+        "a@x.co.uk.",
+        "a@0x.com",
+    ] {
+        assert_eq!(parse_email(s), email::parse_email_full(s), "{s}");
+    }
+    let long_local = format!("{}@x.com", "a".repeat(65));
+    let long_label = format!("a@{}.com", "b".repeat(64));
+    let long_total = format!("a@{}.com", vec!["c".repeat(60); 5].join("."));
+    for s in [&long_local, &long_label, &long_total] {
+        assert_eq!(Email::from_canonical_ascii(s), None);
+        assert!(parse_email(s).is_err());
+    }
+}
+
+#[test]
 fn subaddress_and_inbox_key() {
     let cases: &[(&str, bool, &str)] = &[
         ("john@gmail.com", false, "john@gmail.com"),
@@ -480,6 +549,39 @@ proptest! {
     #[test]
     fn fast_path_agrees_with_idna(s in "[a-zA-Z0-9.-]{1,30}") {
         prop_assert_eq!(canonical_domain(&s).ok(), via_idna(&s));
+    }
+
+    /// The one-pass path of `parse_email` for already-canonical addresses gives exactly what
+    /// the full parser gives, on strings built to sit near every boundary it checks (case,
+    /// dots, hyphens, `xn--`, digits-only TLDs, label and part lengths, separators).
+    #[test]
+    fn canonical_fast_path_agrees_with_the_full_parser(
+        local in "[a-zA-Z0-9._+=#%!?*\"-]{0,6}([a-z0-9.]{58,62})?",
+        labels in proptest::collection::vec("(xn--)?[a-zA-Z0-9-]{0,5}([a-z]{58,60})?", 0..4),
+        tld in "([a-z]{2,4}|[0-9]{1,3}|[a-z0-9-]{1,4}|)",
+        tail in "(|\\.|@x\\.com|\\.\\.)",
+    ) {
+        let mut s = format!("{local}@");
+        for l in &labels {
+            s.push_str(l);
+            s.push('.');
+        }
+        s.push_str(&tld);
+        s.push_str(&tail);
+        let full = email::parse_email_full(&s);
+        if let Some(fast) = Email::from_canonical_ascii(&s) {
+            prop_assert_eq!(&full, &Ok(fast.clone()), "{}", s);
+            prop_assert_eq!(fast.as_str(), s.as_str());
+        }
+        prop_assert_eq!(parse_email(&s), full);
+    }
+
+    #[test]
+    fn canonical_fast_path_agrees_on_any_string(s in any::<String>()) {
+        if let Some(fast) = Email::from_canonical_ascii(&s) {
+            prop_assert_eq!(email::parse_email_full(&s), Ok(fast));
+        }
+        prop_assert_eq!(parse_email(&s), email::parse_email_full(&s));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use crate::identifier::{Email, Identifier, Kind};
 
-use super::table::{MAX_SOURCES, NO_LINE, Ns, Rec, Table};
+use super::table::{self, MAX_SOURCES, NO_LINE, Ns, Rec, Table};
 use super::{Entry, ListKind, Source, SourceKind, Specificity};
 
 /// Collects entries for one list; [`MatcherBuilder::build`] turns them into a [`Matcher`].
@@ -85,6 +85,37 @@ impl MatcherBuilder {
         );
     }
 
+    /// Adds the entries of `staged`, in the order they were pushed, from `source` (a
+    /// duplicate keeps the first entry, as with [`MatcherBuilder::add_at`]).
+    /// Returns false, adding nothing, when `staged` was made for the other list (keys are
+    /// made for one list).
+    pub fn add_staged(&mut self, staged: &Staged, source: SourceId) -> bool {
+        if staged.list != self.list {
+            return false;
+        }
+        // Keys this far ahead get their index slot loaded early (see `Table::touch`).
+        const AHEAD: usize = 8;
+        for r in staged.recs.iter().take(AHEAD) {
+            self.table.touch(r.hash);
+        }
+        for (i, r) in staged.recs.iter().enumerate() {
+            if let Some(next) = staged.recs.get(i + AHEAD) {
+                self.table.touch(next.hash);
+            }
+            let at = r.display_at as usize;
+            let key_at = at + usize::from(r.key_from);
+            let (Some(display), Some(key)) = (
+                staged.text.get(at..at + usize::from(r.display_len)),
+                staged.text.get(key_at..key_at + usize::from(r.key_len)),
+            ) else {
+                continue;
+            };
+            self.table
+                .insert_hashed(r.ns, key, display, source.0, r.line, r.hash);
+        }
+        true
+    }
+
     /// Distinct entries added so far.
     pub fn len(&self) -> usize {
         self.table.len()
@@ -103,6 +134,108 @@ impl MatcherBuilder {
             table: self.table,
             sources: self.sources,
         }
+    }
+}
+
+/// Entries of one list, parsed and keyed (key, display form, hash) away from the builder — on
+/// another thread, for a part of a large list file — and then added in order by
+/// [`MatcherBuilder::add_staged`], which only has to probe the table.
+#[derive(Debug)]
+pub struct Staged {
+    list: ListKind,
+    /// Display forms and keys, back to back.
+    text: String,
+    recs: Vec<StagedRec>,
+    scratch: Scratch,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct StagedRec {
+    hash: u64,
+    display_at: u32,
+    line: u32,
+    display_len: u8,
+    /// Where the key starts after `display_at`: it is the display form's suffix, or follows
+    /// it.
+    key_from: u8,
+    key_len: u8,
+    ns: Ns,
+}
+
+impl Staged {
+    /// Nothing staged yet, for entries of `list`; `entries` and `bytes` as in
+    /// [`MatcherBuilder::with_capacity`].
+    pub fn with_capacity(list: ListKind, entries: usize, bytes: usize) -> Staged {
+        Staged {
+            list,
+            text: String::with_capacity(bytes),
+            recs: Vec::with_capacity(entries),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Stages `entry` at `line`. An entry whose key or display form is longer than the table
+    /// takes (255 bytes) is refused when it is added, as with [`MatcherBuilder::add_at`].
+    pub fn push(&mut self, entry: &Entry, line: Option<u32>) {
+        let line = line.unwrap_or(NO_LINE);
+        let ns = write_key(entry, self.list, &mut self.scratch.key);
+        write_display(entry, &mut self.scratch.display);
+        let (key, display) = (&self.scratch.key, &self.scratch.display);
+        let (Ok(key_len), Ok(display_len), Ok(display_at)) = (
+            u8::try_from(key.len()),
+            u8::try_from(display.len()),
+            u32::try_from(self.text.len()),
+        ) else {
+            // Too long for the table (or a part over 4 GiB): refused when added, as the table
+            // would refuse it.
+            self.recs.push(StagedRec {
+                hash: 0,
+                display_at: u32::MAX,
+                line,
+                display_len: 0,
+                key_from: 0,
+                key_len: 0,
+                ns,
+            });
+            return;
+        };
+        self.text.push_str(display);
+        let key_from = if display.ends_with(key.as_str()) {
+            display_len - key_len
+        } else {
+            self.text.push_str(key);
+            display_len
+        };
+        self.recs.push(StagedRec {
+            hash: table::hash(ns, key.as_bytes()),
+            display_at,
+            line,
+            display_len,
+            key_from,
+            key_len,
+            ns,
+        });
+    }
+
+    /// The list the entries are keyed for.
+    pub fn list(&self) -> ListKind {
+        self.list
+    }
+
+    /// Forgets the staged entries, keeping the memory for the next ones.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.recs.clear();
+    }
+
+    /// Entries staged.
+    pub fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Whether nothing was staged.
+    pub fn is_empty(&self) -> bool {
+        self.recs.is_empty()
     }
 }
 

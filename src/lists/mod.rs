@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::identifier::{self, Identifier, IdentifierError, ParseOptions};
 
 pub use disposable::DisposableDomains;
-pub use matcher::{Candidate, Hit, Matcher, MatcherBuilder, SourceId};
+pub use matcher::{Candidate, Hit, Matcher, MatcherBuilder, SourceId, Staged};
 pub use text::{LineError, Splitter, Token, parse_entries, split_entries};
 
 /// Which list an entry belongs to; it changes how entries match.
@@ -124,6 +124,16 @@ pub enum EntryError {
 /// Parse one list entry (DESIGN §3). Surrounding ASCII whitespace is ignored.
 pub fn parse_entry(s: &str, list: ListKind, opts: &ParseOptions) -> Result<Entry, EntryError> {
     let s = s.trim_matches(|c: char| c.is_ascii_whitespace());
+    // An already-canonical address (no `*`, so no wildcard; an `@`, so no bare domain): the
+    // rules below would send it to `parse_email`, which accepts it as is.
+    if let Some(e) = identifier::Email::from_canonical_ascii(s) {
+        return Ok(Entry::Exact(Identifier::Email(e)));
+    }
+    parse_entry_rules(s, list, opts)
+}
+
+/// [`parse_entry`] without its fast path, on trimmed text.
+fn parse_entry_rules(s: &str, list: ListKind, opts: &ParseOptions) -> Result<Entry, EntryError> {
     if s.is_empty() {
         return Err(EntryError::Empty);
     }

@@ -117,7 +117,8 @@ pub(crate) struct Table {
     slots: Vec<Slot>,
 }
 
-fn hash(ns: Ns, key: &[u8]) -> u64 {
+/// The hash a key is indexed by (for [`Table::insert_hashed`]).
+pub(crate) fn hash(ns: Ns, key: &[u8]) -> u64 {
     let mut h = FxHasher::default();
     h.write_u8(ns as u8);
     h.write(key);
@@ -325,6 +326,28 @@ impl Table {
         source: u32,
         line: u32,
     ) -> bool {
+        self.insert_hashed(ns, key, display, source, line, hash(ns, key.as_bytes()))
+    }
+
+    /// Loads the slot a key with hash `h` starts probing at, so that it is in cache by the
+    /// time that key is inserted: a caller inserting a run of pre-hashed keys touches a few
+    /// ahead, and the cache misses of a large index overlap instead of coming one at a time.
+    #[inline]
+    pub(crate) fn touch(&self, h: u64) {
+        std::hint::black_box(self.slots.get(home(h, self.mask())).map(|s| s[4]));
+    }
+
+    /// [`Table::insert`] with the key's [`hash`] computed by the caller (possibly on another
+    /// thread). One probe run finds a duplicate or the free slot the record goes to.
+    pub(crate) fn insert_hashed(
+        &mut self,
+        ns: Ns,
+        key: &str,
+        display: &str,
+        source: u32,
+        line: u32,
+        h: u64,
+    ) -> bool {
         let (Ok(disp_len), Ok(key_len), Ok(source)) = (
             u8::try_from(display.len()),
             u8::try_from(key.len()),
@@ -332,9 +355,29 @@ impl Table {
         ) else {
             return false;
         };
-        if self.find(ns, key.as_bytes()).is_some() {
-            return false;
+        let mask = self.mask();
+        let t = tag(h);
+        let mut i = home(h, mask);
+        let mut free = None;
+        for _ in 0..self.slots.len() {
+            let Some(s) = self.slots.get(i) else { break };
+            let off = slot_off(s);
+            if off == EMPTY {
+                free = Some(i);
+                break;
+            }
+            if s[4] == t
+                && let Some(r) = self.rec_at_slot(off)
+                && r.ns == ns
+                && r.key_len == key.len()
+                && self.key(&r) == key.as_bytes()
+            {
+                return false;
+            }
+            i = (i + 1) & mask;
         }
+        // At most half the slots are used, so there always is a free one.
+        let Some(free) = free else { return false };
         let off = self.arena.len();
         let Ok(slot) = u32::try_from(off / ALIGN + 1) else {
             return false;
@@ -353,8 +396,8 @@ impl Table {
         self.live += 1;
         if self.live * 2 > self.slots.len() {
             self.rehash(self.slots.len() * 2);
-        } else {
-            self.place(slot, hash(ns, key.as_bytes()));
+        } else if let Some(s) = self.slots.get_mut(free) {
+            *s = self::slot(slot, t);
         }
         true
     }

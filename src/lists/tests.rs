@@ -419,8 +419,88 @@ fn large_list_round_trips() {
     }
 }
 
+/// Entries staged apart (another thread, in parts) and added in order make the same matcher
+/// as adding them one by one: keys (inbox keys in a block list), first occurrence wins, lines,
+/// and the longest addresses.
+#[test]
+fn staged_entries_build_what_added_entries_build() {
+    let long = format!(
+        "{}@{}.com",
+        "a".repeat(60),
+        vec!["b".repeat(60); 3].join(".")
+    );
+    let texts = [
+        "u1@x.com",
+        "U1+news@X.com",
+        "u.1@gmail.com",
+        "u1@googlemail.com",
+        "*@x.com",
+        "*@*.googlemail.com",
+        "x.org",
+        "+12025550123",
+        "0x52908400098527886E0F7030069857D2E4169EE7",
+        long.as_str(),
+        "u1@x.com",
+    ];
+    for list in [ListKind::Allow, ListKind::Block] {
+        let entries: Vec<(Entry, u32)> = texts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((parse_entry(t, list, &opts()).ok()?, i as u32 + 1)))
+            .collect();
+        let mut one_by_one = MatcherBuilder::new(list);
+        let src = one_by_one.source(SourceKind::File {
+            path: "l.txt".into(),
+        });
+        for (e, line) in &entries {
+            one_by_one.add_at(e, src, Some(*line));
+        }
+        let mut staged_builder = MatcherBuilder::with_capacity(list, 4, 64);
+        let src = staged_builder.source(SourceKind::File {
+            path: "l.txt".into(),
+        });
+        for part in entries.chunks(3) {
+            let mut staged = Staged::with_capacity(list, 1, 8);
+            for (e, line) in part {
+                staged.push(e, Some(*line));
+            }
+            assert_eq!(staged.len(), part.len());
+            assert!(staged_builder.add_staged(&staged, src));
+        }
+        let (a, b) = (one_by_one.build(), staged_builder.build());
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            b.iter().collect::<Vec<_>>(),
+            "{list}"
+        );
+        assert!(
+            a.len() >= 5 && a.len() < entries.len(),
+            "{list}: {}",
+            a.len()
+        );
+        let other = match list {
+            ListKind::Allow => ListKind::Block,
+            ListKind::Block => ListKind::Allow,
+        };
+        let mut wrong = MatcherBuilder::new(other);
+        let src = wrong.source(SourceKind::Store);
+        assert!(!wrong.add_staged(&Staged::with_capacity(list, 0, 0), src));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// `parse_entry` takes already-canonical addresses in one pass; the entry grammar's rules
+    /// (wildcards, bare domains, the full parser) give the same entry or error for them.
+    #[test]
+    fn entry_fast_path_agrees_with_the_rules(
+        s in "[*]?[a-zA-Z0-9._+=#*%-]{0,8}@?[*]?[a-zA-Z0-9.-]{0,12}[.]?(com|c1|123|xn--p1ai)?",
+        block in any::<bool>(),
+    ) {
+        let list = if block { ListKind::Block } else { ListKind::Allow };
+        prop_assert_eq!(parse_entry(&s, list, &opts()), parse_entry_rules(&s, list, &opts()));
+    }
 
     #[test]
     fn text_parsing_never_panics(s in any::<String>()) {

@@ -78,6 +78,18 @@ pub struct Splitter {
 }
 
 impl Splitter {
+    /// A splitter that continues after text of which some line had an entry (or, when
+    /// `seen_content` is false, only blank and comment lines): for text split into parts
+    /// handled apart, each starting where the previous one ended.
+    pub fn resume(seen_content: bool) -> Splitter {
+        Splitter { seen_content }
+    }
+
+    /// Whether a line fed so far had an entry or a header (the header rule is done with).
+    pub fn seen_content(&self) -> bool {
+        self.seen_content
+    }
+
     /// Calls `emit` with each entry of line number `line` (`raw`, without the `\n`).
     pub fn line<'a>(&mut self, line: u32, raw: &'a str, mut emit: impl FnMut(Token<'a>)) {
         let raw = if line == 1 {
