@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::{CliError, Connection};
 use crate::admin::magic::{KEY_HEADER, PATH};
+use crate::tls::client::error_chain;
 
 /// A client for one admin API.
 pub struct AdminClient {
@@ -118,15 +119,4 @@ impl AdminClient {
             message: v["message"].as_str().unwrap_or("").to_owned(),
         })
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }

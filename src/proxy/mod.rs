@@ -42,6 +42,7 @@ use crate::identifier::{self, Identifier};
 use crate::observe::{Observer, Traffic};
 use crate::snapshot::{Route, Snapshot, SnapshotHandle};
 use crate::tls::UpstreamConnector;
+use crate::tls::client::error_chain;
 
 pub use error::ProxyError;
 
@@ -704,17 +705,6 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     } else {
         ProxyError::Upstream(detail)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The denial: Clerk's `not_allowed_access` envelope, or a redirect for HTML form posts.
