@@ -575,3 +575,56 @@ async fn gated_buffering_has_a_global_budget() {
     assert_eq!(g.upstream.count(), 1);
     g.shutdown().await;
 }
+
+/// `workers: 3`: one socket per worker on the listener's address (SO_REUSEPORT), the kernel
+/// spreading connections across them. Many connections at once all get answered — a socket
+/// no worker served would leave about a third of them hanging — on both ungated and gated
+/// routes; a second gate cannot take the port (the exclusive bind first), and after the
+/// shutdown every socket is closed.
+#[tokio::test]
+async fn every_worker_serves_its_socket_and_the_port_stays_exclusive() {
+    let g = start(&format!("workers: 3\n{STANDARD}")).await;
+    let addr = g.addr;
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..48 {
+        clients.spawn(async move {
+            let reply = if i % 2 == 0 {
+                get(addr, &format!("/static/{i}.js")).await
+            } else {
+                post_json(addr, "/api/sign-up", r#"{"email":"ann@acme.com"}"#).await
+            };
+            (i, reply.status)
+        });
+    }
+    let answered = tokio::time::timeout(Duration::from_secs(20), clients.join_all())
+        .await
+        .expect("every connection is answered");
+    assert_eq!(answered.len(), 48);
+    assert!(answered.iter().all(|(_, s)| *s == 200), "{answered:?}");
+    assert_eq!(g.upstream.count(), 48);
+
+    // Another gate on the same address: refused, never a silent share of the port.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    write(
+        &cfg,
+        &format!(
+            "listen:\n  - addr: {addr}\nupstream: http://{}\nadmin:\n  listen: 127.0.0.1:0\n",
+            g.upstream.addr
+        ),
+    );
+    match idgate::app::Gate::start(&cfg).await {
+        Err(idgate::app::AppError::Bind { addr: a, source }) => {
+            assert_eq!(a, addr);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+        }
+        Err(e) => panic!("expected an address-in-use error, got {e}"),
+        Ok(_) => panic!("a second gate started on a port the first one holds"),
+    }
+    let r = get(addr, "/still/served").await;
+    assert_eq!(r.status, 200);
+
+    g.shutdown().await;
+    // Every worker's socket is closed: the port can be bound exclusively again.
+    std::net::TcpListener::bind(addr).expect("the port is free after shutdown");
+}

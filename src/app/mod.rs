@@ -12,6 +12,7 @@
 
 pub mod acceptance;
 pub mod demo;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
-use crate::proxy::{self, Proxy, ProxySettings};
+use crate::proxy::{Proxy, ProxySettings};
 use crate::reload::{self, ReloadError, Reloader};
 use crate::snapshot::{SnapshotHandle, StoreLists, StoreView};
 use crate::store::{Store, StoreError};
@@ -204,15 +205,14 @@ impl Gate {
             None => None,
         };
 
+        let workers = cfg.workers.unwrap_or_else(workers::default_count);
         let mut listeners = Vec::new();
-        for l in &cfg.listen {
-            listeners.push(bind(l.addr).await?);
+        for (l, t) in cfg.listen.iter().zip(tls_setup.listeners.iter()) {
+            let server = t.as_ref().map(|(_, c)| c.clone());
+            listeners.push(workers::bind(l.addr, workers, server)?);
         }
         let admin_listener = bind(cfg.admin.listen).await?;
-        let proxy_addrs = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
+        let proxy_addrs = listeners.iter().map(|l| l.addr).collect();
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| AppError::Bind {
@@ -252,14 +252,10 @@ impl Gate {
                 .with_acceptance(accepted_tx, wanted),
         );
         let mut proxies = JoinSet::new();
-        for (l, t) in listeners.into_iter().zip(tls_setup.listeners.iter()) {
-            let server = t.as_ref().map(|(_, c)| c.clone());
-            proxies.spawn(proxy::serve(
-                l,
-                proxy.clone(),
-                server,
-                stop_proxy_rx.clone(),
-            ));
+        for ended in workers::spawn(listeners, workers, &proxy, &stop_proxy_rx)? {
+            proxies.spawn(async move {
+                let _ = ended.await;
+            });
         }
         let mut rest = JoinSet::new();
         let admin_router = admin::router(AdminState {

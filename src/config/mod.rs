@@ -37,6 +37,9 @@ pub use token::{Fetch, JwtKeys, JwtSource, TokenSource, UserinfoFormat, Userinfo
 pub struct Config {
     /// Proxy listeners; at least one, addresses unique.
     pub listen: Vec<Listener>,
+    /// `workers`: threads serving the proxy listeners; `None` (`auto`, the default) is one
+    /// per CPU the process may use. Restart-only.
+    pub workers: Option<usize>,
     /// The upstream app: `http://host[:port]` or `https://host[:port]` with an empty or `/` path.
     pub upstream: http::Uri,
     /// Trust and client-certificate settings for an `https://` upstream.
@@ -437,6 +440,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// The most `workers` a config may ask for.
+pub const MAX_WORKERS: usize = 512;
 
 /// Timeouts; all but `shutdown_grace` are non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,7 @@ pub(super) type S<T> = Spanned<T>;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub listen: S<Vec<S<RawListener>>>,
+    pub workers: Option<S<RawWorkers>>,
     pub upstream: S<String>,
     pub upstream_tls: Option<S<RawUpstreamTls>>,
     pub admin: Option<RawAdmin>,
@@ -34,6 +35,15 @@ pub(super) struct RawConfig {
     pub audit: Option<RawAudit>,
     pub request_id: Option<S<RawRequestId>>,
     pub invitations: Option<S<super::invitations::RawInvitations>>,
+}
+
+/// `workers`: `auto` or a thread count, as written (checked in `validate`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawWorkers {
+    Count(i64),
+    Other(f64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -853,3 +853,29 @@ fn request_id_key() {
         other => panic!("unknown keys are refused: {other:?}"),
     }
 }
+
+#[test]
+fn workers_key() {
+    assert_eq!(parse(BASE).unwrap().workers, None);
+    for (value, want) in [
+        ("auto", None),
+        ("AUTO", None),
+        ("1", Some(1)),
+        ("\"8\"", Some(8)),
+    ] {
+        let c = parse(&format!("{BASE}workers: {value}\n")).unwrap();
+        assert_eq!(c.workers, want, "{value}");
+    }
+    let max = crate::config::MAX_WORKERS;
+    assert_eq!(
+        parse(&format!("{BASE}workers: {max}\n")).unwrap().workers,
+        Some(max)
+    );
+    for value in ["0", "-1", &(max + 1).to_string(), "many", "2.5", "\"\""] {
+        let errors = invalid(&format!("{BASE}workers: {value}\n"));
+        assert_eq!(errors.len(), 1, "{value}: {errors:#?}");
+        assert_eq!(errors[0].path, "workers");
+        assert!(errors[0].message.contains("`auto`"), "{errors:?}");
+        assert_eq!(errors[0].line, Some(BASE_LINES + 1), "{value}");
+    }
+}

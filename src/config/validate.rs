@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use super::raw::{RawConfig, RawSource, RawTls, RawUpstreamTls, S};
+use super::raw::{RawConfig, RawSource, RawTls, RawUpstreamTls, RawWorkers, S};
 use super::token;
 use super::units::{self, RawSize};
 use super::{
     Admin, Audit, AuditIdentifiers, AuditOutput, Config, Deny, FieldError, IdentifierSource,
-    Identifiers, Limits, ListFiles, Listener, Lists, Location, Reload, RequestId, Restrictions,
-    Route, ServerTls, Store, Timeouts, TlsFiles, UpstreamTls,
+    Identifiers, Limits, ListFiles, Listener, Lists, Location, MAX_WORKERS, Reload, RequestId,
+    Restrictions, Route, ServerTls, Store, Timeouts, TlsFiles, UpstreamTls,
 };
 
 /// Largest accepted `limits.max_json_depth` (serde_json's own recursion limit).
@@ -70,6 +70,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
     let store = store(&raw, base, &mut e);
     let audit = audit(&raw, base, &mut e);
     let request_id = request_id(&raw, &mut e);
+    let workers = workers(&raw, &mut e);
     let invitations = raw
         .invitations
         .as_ref()
@@ -98,6 +99,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<FieldE
     match upstream {
         Some(upstream) if e.0.is_empty() => Ok(Config {
             listen: listen.into_iter().map(|(l, _)| l).collect(),
+            workers,
             upstream,
             upstream_tls,
             admin,
@@ -975,6 +977,31 @@ const NOT_REQUEST_ID: [&str; 24] = [
     "content-type",
     "location",
 ];
+
+/// `workers: auto | 1..=MAX_WORKERS`; `None` is `auto`.
+fn workers(raw: &RawConfig, e: &mut Errors) -> Option<usize> {
+    let w = raw.workers.as_ref()?;
+    let written = match &w.value {
+        RawWorkers::Text(t) if t.trim().eq_ignore_ascii_case("auto") => return None,
+        RawWorkers::Text(t) => match t.trim().parse::<i64>() {
+            Ok(n) => n.to_string(),
+            Err(_) => format!("`{t}`"),
+        },
+        RawWorkers::Count(n) => n.to_string(),
+        RawWorkers::Other(x) => x.to_string(),
+    };
+    match written.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Some(n),
+        _ => {
+            e.at(
+                "workers",
+                w,
+                format!("{written} is not `auto` or a thread count in 1..={MAX_WORKERS}"),
+            );
+            None
+        }
+    }
+}
 
 fn request_id(raw: &RawConfig, e: &mut Errors) -> RequestId {
     let d = RequestId::default();

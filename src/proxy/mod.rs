@@ -72,6 +72,7 @@ pub struct Secure;
 pub const DEFAULT_BUFFER_BUDGET: usize = 64 << 20;
 
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+type UpstreamConnectorPair = (HttpsConnector<HttpConnector>, HttpsConnector<HttpConnector>);
 
 /// Where allowed, enforced sign-ups go (see [`Proxy::with_acceptance`]).
 struct Acceptance {
@@ -80,6 +81,10 @@ struct Acceptance {
 }
 
 /// The proxy: the snapshot handle and the pooled upstream clients.
+///
+/// One per data-path worker (see [`Proxy::fork`]): the pool and clients, whose connections
+/// are driven by tasks on the runtime that opened them, belong to one worker; everything
+/// else is shared.
 pub struct Proxy {
     snapshots: SnapshotHandle,
     /// HTTP/1.1, or HTTP/2 when an `https://` upstream offers it by ALPN.
@@ -95,7 +100,9 @@ pub struct Proxy {
     /// Metrics and the audit log.
     observer: Arc<Observer>,
     /// Where accepted sign-ups go (canonical identifiers), for invitation acceptance.
-    accepted: Option<Acceptance>,
+    accepted: Option<Arc<Acceptance>>,
+    /// What the legacy clients connect with (HTTP/2 allowed, HTTP/1.1 only), for [`Proxy::fork`].
+    connectors: UpstreamConnectorPair,
 }
 
 impl Proxy {
@@ -111,21 +118,11 @@ impl Proxy {
         connector.set_connect_timeout(Some(settings.upstream_connect_timeout));
         // The TLS connector handles the scheme; it hands plain TCP to this one.
         connector.enforce_http(false);
-        let build = |h2: bool| {
-            Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(settings.pool_idle_timeout)
-                .pool_max_idle_per_host(POOL_MAX_IDLE)
-                .timer(TokioTimer::new())
-                .build(upstream.wrap(connector.clone(), h2))
-        };
-        let client = build(true);
-        let client_h1 = build(false);
-        let pool = pool::Pool::new(
-            settings.upstream_connect_timeout,
-            settings.pool_idle_timeout,
-            POOL_MAX_IDLE,
+        let connectors = (
+            upstream.wrap(connector.clone(), true),
+            upstream.wrap(connector, false),
         );
+        let (client, client_h1, pool) = upstream_clients(&connectors, &settings);
         Proxy {
             snapshots,
             client,
@@ -136,6 +133,26 @@ impl Proxy {
             budget: DEFAULT_BUFFER_BUDGET,
             observer: Arc::new(Observer::default()),
             accepted: None,
+            connectors,
+        }
+    }
+
+    /// A proxy for another data-path worker: the same snapshots, settings, buffering budget
+    /// (one budget for the process), observer and acceptance channel, with an upstream pool
+    /// and clients of its own, so each worker's upstream connections live on its own thread.
+    pub fn fork(&self) -> Proxy {
+        let (client, client_h1, pool) = upstream_clients(&self.connectors, &self.settings);
+        Proxy {
+            snapshots: self.snapshots.clone(),
+            client,
+            client_h1,
+            pool,
+            settings: self.settings.clone(),
+            buffers: self.buffers.clone(),
+            budget: self.budget,
+            observer: self.observer.clone(),
+            accepted: self.accepted.clone(),
+            connectors: self.connectors.clone(),
         }
     }
 
@@ -150,10 +167,10 @@ impl Proxy {
         tx: tokio::sync::mpsc::Sender<String>,
         wanted: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.accepted = Some(Acceptance {
+        self.accepted = Some(Arc::new(Acceptance {
             tx,
             wanted: Box::new(wanted),
-        });
+        }));
         self
     }
 
@@ -520,6 +537,27 @@ impl Proxy {
     pub fn settings(&self) -> &ProxySettings {
         &self.settings
     }
+}
+
+/// The legacy clients (HTTP/2 allowed; HTTP/1.1 only) and the lean pool of one proxy.
+fn upstream_clients(
+    connectors: &UpstreamConnectorPair,
+    settings: &ProxySettings,
+) -> (UpstreamClient, UpstreamClient, pool::Pool) {
+    let build = |connector: &HttpsConnector<HttpConnector>| {
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .timer(TokioTimer::new())
+            .build(connector.clone())
+    };
+    let pool = pool::Pool::new(
+        settings.upstream_connect_timeout,
+        settings.pool_idle_timeout,
+        POOL_MAX_IDLE,
+    );
+    (build(&connectors.0), build(&connectors.1), pool)
 }
 
 /// Turns the value of each `jwt`/`userinfo` source into the identifier its provider vouches

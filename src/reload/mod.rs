@@ -109,6 +109,7 @@ pub fn load(
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fixed {
     listen: Vec<SocketAddr>,
+    workers: Option<usize>,
     admin: SocketAddr,
     header_read: Duration,
     upstream_connect: Duration,
@@ -128,6 +129,7 @@ impl Fixed {
     fn of(c: &Config) -> Fixed {
         Fixed {
             listen: c.listen.iter().map(|l| l.addr).collect(),
+            workers: c.workers,
             admin: c.admin.listen,
             header_read: c.timeouts.header_read,
             upstream_connect: c.timeouts.upstream_connect,
@@ -144,6 +146,8 @@ impl Fixed {
     fn first_difference(&self, other: &Fixed) -> Option<&'static str> {
         if self.listen != other.listen {
             Some("listen")
+        } else if self.workers != other.workers {
+            Some("workers")
         } else if self.admin != other.admin {
             Some("admin.listen")
         } else if self.header_read != other.header_read {
