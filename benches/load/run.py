@@ -285,7 +285,8 @@ routes:
 reload: {{ debounce: 100ms, interval: 0s }}
 """)
         t = time.time()
-        env = dict(os.environ, IDGATE_LOG="warn")
+        # Reload lines (with their timing) are kept; per-request logging is off as in nginx.
+        env = dict(os.environ, IDGATE_LOG=os.environ.get("IDGATE_LOG", "warn,idgate::reload=info"))
         if args.workers:
             env["TOKIO_WORKER_THREADS"] = str(args.workers)
         gate = subprocess.Popen([idgate, "run", "-c", cfg], stderr=open(os.path.join(work, "idgate.log"), "w"),
@@ -393,6 +394,10 @@ reload: {{ debounce: 100ms, interval: 0s }}
             print(f"  during the run: socket errors {errors}, non-2xx {non2xx}, p99 {to_ms(lat.get('99', 'nan')):.2f} ms "
                   f"(steady state p99 {steady['p99']:.2f} ms)")
             print(f"  idgate peak RSS: {rss_mb([gate.pid]):.0f} MB")
+            with open(os.path.join(work, "idgate.log")) as f:
+                for line in f:
+                    if "reload" in line:
+                        print("  idgate log: " + re.sub(r"\x1b\[[0-9;]*m", "", line.strip()))
     finally:
         for p in procs:
             try:

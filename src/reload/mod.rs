@@ -218,7 +218,7 @@ impl Reloader {
                 store: inputs.store.clone(),
                 fingerprint,
                 generation,
-                watched: watched_dirs(inputs),
+                watched: watched_files(inputs),
                 debounce: inputs.config.reload.debounce,
                 interval: inputs.config.reload.interval.unwrap_or(Duration::ZERO),
                 status: Status {
@@ -254,7 +254,9 @@ impl Reloader {
     /// Re-reads everything now; applies it if it changed and is valid. Blocking (file I/O and
     /// compilation): call it from `spawn_blocking` on a runtime.
     pub fn reload(&self) -> Outcome {
+        let started = std::time::Instant::now();
         let outcome = self.try_reload();
+        let elapsed_ms = started.elapsed().as_millis() as u64;
         if let Some(m) = self.metrics.get() {
             m.reload(match &outcome {
                 Outcome::Applied { .. } => "applied",
@@ -268,7 +270,7 @@ impl Reloader {
                 generation,
                 warnings,
             } => {
-                tracing::info!(generation, warnings, "configuration reloaded");
+                tracing::info!(generation, warnings, elapsed_ms, "configuration reloaded");
                 st.status = Status {
                     generation: *generation,
                     applied_at: SystemTime::now(),
@@ -341,10 +343,12 @@ impl Reloader {
 
     fn try_reload(&self) -> Outcome {
         let store = self.lock().store.clone();
+        let started = std::time::Instant::now();
         let (inputs, fingerprint) = match read_inputs(&self.config_path, store) {
             Ok(x) => x,
             Err(e) => return Outcome::Rejected(e),
         };
+        let read = started.elapsed();
         let generation = {
             let st = self.lock();
             if st.fingerprint == fingerprint && st.store.restrictions == inputs.store.restrictions {
@@ -368,6 +372,11 @@ impl Reloader {
                 });
             }
         };
+        tracing::debug!(
+            read_ms = read.as_millis() as u64,
+            compile_ms = (started.elapsed() - read).as_millis() as u64,
+            "reload: inputs read and hashed, snapshot compiled"
+        );
         for w in &snap.warnings {
             tracing::warn!("{w}");
         }
@@ -383,9 +392,9 @@ impl Reloader {
         st.generation = generation;
         st.debounce = inputs.config.reload.debounce;
         st.interval = inputs.config.reload.interval.unwrap_or(Duration::ZERO);
-        for dir in watched_dirs(&inputs) {
-            if !st.watched.contains(&dir) {
-                st.watched.push(dir);
+        for file in watched_files(&inputs) {
+            if !st.watched.contains(&file) {
+                st.watched.push(file);
             }
         }
         Outcome::Applied {
@@ -409,33 +418,22 @@ fn entry_change(c: &Change) -> Option<(bool, crate::lists::Entry)> {
     }
 }
 
-fn parent_dir(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn watched_dirs(inputs: &Inputs) -> Vec<PathBuf> {
-    let mut dirs = vec![parent_dir(&inputs.config_path)];
-    for f in &inputs.list_files {
-        let d = parent_dir(&f.path);
-        if !dirs.contains(&d) {
-            dirs.push(d);
-        }
-    }
-    dirs
+/// The files whose changes trigger a reload: the config file and every list file.
+fn watched_files(inputs: &Inputs) -> Vec<PathBuf> {
+    let mut files = vec![inputs.config_path.clone()];
+    files.extend(inputs.list_files.iter().map(|f| f.path.clone()));
+    files
 }
 
 /// Runs the triggers until `stop` turns true: file events (debounced), SIGHUP, the interval.
 pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     let mut triggers = Triggers::new("config reload");
     loop {
-        let (dirs, debounce, interval) = {
+        let (files, debounce, interval) = {
             let st = reloader.lock();
             (st.watched.clone(), st.debounce, st.interval)
         };
-        triggers.watch(dirs);
+        triggers.watch(files);
         match triggers.next(&mut stop, debounce, interval).await {
             None => return,
             Some(Cause::Hangup) => tracing::info!("SIGHUP: reloading"),

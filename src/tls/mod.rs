@@ -111,11 +111,3 @@ pub(crate) fn load_pair(
     let der = parse_key(&read(key)?, key)?;
     Ok((chain, der))
 }
-
-/// The parent directory of a file (`.` for a bare file name).
-pub(crate) fn parent_dir(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}

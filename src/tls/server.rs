@@ -12,7 +12,7 @@ use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use super::{TlsError, parent_dir, parse_certs, parse_key, provider};
+use super::{TlsError, parse_certs, parse_key, provider};
 use crate::config::TlsFiles;
 
 /// One loaded pair and the DNS names its certificate is valid for (lowercased; wildcards kept
@@ -151,17 +151,12 @@ impl CertStore {
         &self.files
     }
 
-    /// The directories to watch for changes to the files.
-    pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for f in &self.files {
-            for d in [parent_dir(&f.cert), parent_dir(&f.key)] {
-                if !dirs.contains(&d) {
-                    dirs.push(d);
-                }
-            }
-        }
-        dirs
+    /// The files to watch for changes: every certificate and key.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.files
+            .iter()
+            .flat_map(|f| [f.cert.clone(), f.key.clone()])
+            .collect()
     }
 
     /// The status of the last reload.

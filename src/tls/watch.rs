@@ -23,7 +23,7 @@ pub async fn run(
         return;
     }
     let mut triggers = Triggers::new("certificates");
-    triggers.watch(stores.iter().flat_map(|s| s.watched_dirs()));
+    triggers.watch(stores.iter().flat_map(|s| s.watched_files()));
     while triggers.next(&mut stop, debounce, interval).await.is_some() {
         let s = stores.clone();
         let done = tokio::task::spawn_blocking(move || {

@@ -1,9 +1,19 @@
-//! When to re-read files: a change in a watched directory (notify, non-recursive, on parent
-//! directories so in-place writes, rename-replace and Kubernetes symlink swaps are all seen)
-//! after `debounce` of quiet, SIGHUP, or every `interval`. Shared by the config/list reloader
-//! and the certificate watcher; it reads no files itself and imports nothing of idgate.
+//! When to re-read files: a change to a watched file (notify, non-recursive, on the files'
+//! parent directories so in-place writes, rename-replace and Kubernetes symlink swaps are all
+//! seen) after `debounce` of quiet, SIGHUP, or every `interval`. Shared by the config/list
+//! reloader and the certificate watcher; it reads no files itself and imports nothing of
+//! idgate.
+//!
+//! Only events that may concern a watched file count: one naming a watched file, a Kubernetes
+//! atomic-writer path (`..data`, `..2026_…`), a directory or a symlink (a swap a watched path
+//! may go through), or one without a path (events were lost). Other files in the same
+//! directory — a log, an audit file, a database — never set off a re-read: each would cost a
+//! read and hash of every list file.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
@@ -29,7 +39,10 @@ pub enum Cause {
 pub struct Triggers {
     events: mpsc::UnboundedReceiver<()>,
     watcher: Option<RecommendedWatcher>,
+    /// Directories watched.
     watching: Vec<PathBuf>,
+    /// File names of the watched files (read by the watcher's thread).
+    names: Arc<RwLock<HashSet<OsString>>>,
     sighup: Option<Signal>,
 }
 
@@ -37,8 +50,17 @@ impl Triggers {
     /// A watcher with nothing watched yet; `what` names the consumer in log lines.
     pub fn new(what: &str) -> Triggers {
         let (tx, events) = mpsc::unbounded_channel::<()>();
+        let names: Arc<RwLock<HashSet<OsString>>> = Arc::default();
+        let watched = names.clone();
         let watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok_and(|ev| is_change(&ev.kind)) {
+            // An error from the watcher may mean lost events: re-read to be safe.
+            let relevant = match &ev {
+                Ok(ev) => {
+                    is_change(&ev.kind) && (ev.need_rescan() || concerns(&ev.paths, &watched))
+                }
+                Err(_) => true,
+            };
+            if relevant {
                 let _ = tx.send(());
             }
         }) {
@@ -54,16 +76,24 @@ impl Triggers {
             events,
             watcher,
             watching: Vec::new(),
+            names,
             sighup: signal(SignalKind::hangup()).ok(),
         }
     }
 
-    /// Starts watching the directories not watched yet.
-    pub fn watch(&mut self, dirs: impl IntoIterator<Item = PathBuf>) {
+    /// Starts watching `files` (through their parent directories) not watched yet.
+    pub fn watch(&mut self, files: impl IntoIterator<Item = PathBuf>) {
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
-        for dir in dirs {
+        for file in files {
+            if let Some(name) = file.file_name() {
+                self.names
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_os_string());
+            }
+            let dir = parent_dir(&file);
             if self.watching.contains(&dir) {
                 continue;
             }
@@ -122,6 +152,32 @@ impl Triggers {
     }
 }
 
+/// The directory a file is watched through (`.` for a bare file name).
+pub fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Whether an event on `paths` may concern a watched file (see the module doc).
+fn concerns(paths: &[PathBuf], names: &RwLock<HashSet<OsString>>) -> bool {
+    if paths.is_empty() {
+        return true;
+    }
+    let names = names.read().unwrap_or_else(|p| p.into_inner());
+    paths.iter().any(|p| {
+        let Some(name) = p.file_name() else {
+            return true;
+        };
+        names.contains(name)
+            // Kubernetes' atomic writer (ConfigMap and Secret volumes) renames a new `..data`
+            // symlink, to a new `..<timestamp>` directory, over the old one.
+            || name.as_encoded_bytes().starts_with(b"..")
+            || std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() || m.file_type().is_symlink())
+    })
+}
+
 /// True for events that can mean new content. Opening and reading a file (`Access`) is not
 /// one: the reloader reads the files it watches, and counting those reads as changes would make
 /// every reload trigger the next one, re-reading every list file forever.
@@ -146,7 +202,7 @@ mod tests {
         let file = dir.path().join("allow.txt");
         std::fs::write(&file, "a@x.com\n").unwrap();
         let mut t = Triggers::new("test");
-        t.watch([dir.path().to_path_buf()]);
+        t.watch([file.clone()]);
         let (_tx, mut stop) = watch::channel(false);
         let debounce = Duration::from_millis(50);
         for _ in 0..5 {
@@ -167,15 +223,15 @@ mod tests {
         assert_eq!(wrote.ok().flatten(), Some(Cause::Changed));
     }
 
-    /// A file written more often than the debounce period does not hold the re-read back
-    /// for ever.
+    /// A watched file written more often than the debounce period does not hold the re-read
+    /// back for ever.
     #[tokio::test]
-    async fn a_directory_that_never_goes_quiet_still_triggers() {
+    async fn a_file_that_never_goes_quiet_still_triggers() {
         let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("noisy.txt");
         let mut t = Triggers::new("test");
-        t.watch([dir.path().to_path_buf()]);
+        t.watch([log.clone()]);
         let (_tx, mut stop) = watch::channel(false);
-        let log = dir.path().join("noisy.log");
         let writer = tokio::spawn(async move {
             for i in 0..2000 {
                 std::fs::write(&log, format!("{i}\n")).unwrap();
@@ -189,6 +245,52 @@ mod tests {
         .await;
         writer.abort();
         assert_eq!(got.ok().flatten(), Some(Cause::Changed));
+    }
+
+    /// Other files in a watched directory (a log, a database) never trigger a re-read; an
+    /// editor's rename-replace of a watched file does, as does a Kubernetes-style `..data`
+    /// symlink swap.
+    #[tokio::test]
+    async fn only_the_watched_files_of_a_directory_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("allow.txt");
+        std::fs::write(&file, "a@x.com\n").unwrap();
+        let mut t = Triggers::new("test");
+        t.watch([file.clone()]);
+        let (_tx, mut stop) = watch::channel(false);
+        for i in 0..50 {
+            std::fs::write(dir.path().join("audit.jsonl"), format!("{i}\n")).unwrap();
+        }
+        std::fs::write(dir.path().join("idgate.db"), "x").unwrap();
+        std::fs::write(dir.path().join("allow.txt.swp"), "x").unwrap();
+        assert_eq!(
+            next(&mut t, &mut stop, 800).await,
+            None,
+            "another file triggered"
+        );
+
+        // Rename-replace: the temporary name does not count, the rename onto the file does.
+        std::fs::write(dir.path().join("allow.txt.new"), "b@x.com\n").unwrap();
+        std::fs::rename(dir.path().join("allow.txt.new"), &file).unwrap();
+        assert_eq!(next(&mut t, &mut stop, 10_000).await, Some(Cause::Changed));
+
+        std::fs::create_dir(dir.path().join("..2026_12_03")).unwrap();
+        std::os::unix::fs::symlink("..2026_12_03", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        assert_eq!(next(&mut t, &mut stop, 10_000).await, Some(Cause::Changed));
+    }
+
+    /// The next trigger within `wait_ms`, if any.
+    async fn next(
+        t: &mut Triggers,
+        stop: &mut watch::Receiver<bool>,
+        wait_ms: u64,
+    ) -> Option<Cause> {
+        let fut = t.next(stop, Duration::from_millis(50), Duration::ZERO);
+        tokio::time::timeout(Duration::from_millis(wait_ms), fut)
+            .await
+            .ok()
+            .flatten()
     }
 
     #[test]
