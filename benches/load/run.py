@@ -200,7 +200,7 @@ def main():
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--no-http", action="store_true", help="skip the plain-HTTP wrk table")
     ap.add_argument("--idgate", help="an idgate binary to measure (default: build target/release/idgate)")
-    ap.add_argument("--workers", type=int, help="idgate's runtime worker threads (default: its own)")
+    ap.add_argument("--workers", type=int, help="idgate's `workers:` (data-path threads; default auto, one per CPU)")
     ap.add_argument("--floor", action="store_true",
                     help="also measure examples/hyper_floor.rs, a bare hyper + tokio proxy: what any hyper-based proxy costs")
     args = ap.parse_args()
@@ -283,12 +283,11 @@ lists:
 routes:
   - {{ name: sign-up, path: /api/sign-up, kind: sign_up, identifier: [{{ json: /email }}] }}
 reload: {{ debounce: 100ms, interval: 0s }}
+workers: {args.workers or "auto"}
 """)
         t = time.time()
         # Reload lines (with their timing) are kept; per-request logging is off as in nginx.
         env = dict(os.environ, IDGATE_LOG=os.environ.get("IDGATE_LOG", "warn,idgate::reload=info"))
-        if args.workers:
-            env["TOKIO_WORKER_THREADS"] = str(args.workers)
         gate = subprocess.Popen([idgate, "run", "-c", cfg], stderr=open(os.path.join(work, "idgate.log"), "w"),
                                 env=env)
         procs.append(gate)
