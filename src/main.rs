@@ -121,8 +121,11 @@ fn runtime_exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// The control plane's runtime (admin API, reloads, invitations, CLI commands); the proxy
+/// listeners are served by the data-path workers' own threads (`app::workers`).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?)
 }

@@ -576,14 +576,20 @@ async fn gated_buffering_has_a_global_budget() {
     g.shutdown().await;
 }
 
-/// `workers: 3`: one socket per worker on the listener's address (SO_REUSEPORT), the kernel
-/// spreading connections across them. Many connections at once all get answered — a socket
-/// no worker served would leave about a third of them hanging — on both ungated and gated
-/// routes; a second gate cannot take the port (the exclusive bind first), and after the
-/// shutdown every socket is closed.
+/// `workers: 3`, then `workers: 1`: one socket per worker on the listener's address
+/// (SO_REUSEPORT), the kernel spreading connections across them. Many connections at once all
+/// get answered — a socket no worker served would leave about a third of them hanging — on
+/// both ungated and gated routes; a second gate cannot take the port (the exclusive bind
+/// first), and after the shutdown every socket is closed.
 #[tokio::test]
 async fn every_worker_serves_its_socket_and_the_port_stays_exclusive() {
-    let g = start(&format!("workers: 3\n{STANDARD}")).await;
+    for workers in [3, 1] {
+        workers_serve_and_hold_the_port(workers).await;
+    }
+}
+
+async fn workers_serve_and_hold_the_port(workers: usize) {
+    let g = start(&format!("workers: {workers}\n{STANDARD}")).await;
     let addr = g.addr;
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..48 {
@@ -600,7 +606,10 @@ async fn every_worker_serves_its_socket_and_the_port_stays_exclusive() {
         .await
         .expect("every connection is answered");
     assert_eq!(answered.len(), 48);
-    assert!(answered.iter().all(|(_, s)| *s == 200), "{answered:?}");
+    assert!(
+        answered.iter().all(|(_, s)| *s == 200),
+        "{workers}: {answered:?}"
+    );
     assert_eq!(g.upstream.count(), 48);
 
     // Another gate on the same address: refused, never a silent share of the port.

@@ -130,6 +130,55 @@ async fn broken_edits_keep_the_last_good_snapshot() {
     g.shutdown().await;
 }
 
+/// A config that names a block-list file before it exists is refused (the last good lists
+/// keep serving); creating the file afterwards is seen by the watcher and applies both.
+#[tokio::test]
+async fn a_list_file_named_before_it_exists_applies_once_created() {
+    let g = start_with(
+        WITH_FILES,
+        &[("lists/allow.txt", "*@acme.com\n"), ("lists/block.txt", "")],
+    )
+    .await;
+    assert_eq!(status_for(g.addr, "dave@acme.com").await, 200);
+    let text = std::fs::read_to_string(g.config_path()).unwrap().replace(
+        "block: [lists/block.txt]",
+        "block: [lists/block.txt, lists/extra.txt]",
+    );
+    std::fs::write(g.config_path(), text).unwrap();
+    let refused = eventually(Duration::from_secs(3), || async {
+        g.gate().reloader().status().last_error.is_some()
+    })
+    .await;
+    assert!(refused, "the missing list file was not reported");
+    assert_eq!(status_for(g.addr, "dave@acme.com").await, 200);
+
+    std::fs::write(g.path("lists/extra.txt"), "dave@acme.com\n").unwrap();
+    assert!(
+        becomes(g.addr, "dave@acme.com", 403).await,
+        "creating the named list file did not apply the config"
+    );
+    g.shutdown().await;
+}
+
+/// `workers` is a restart-only setting: a reload that changes it is refused.
+#[tokio::test]
+async fn workers_changes_are_refused() {
+    let g = start_with(
+        &format!("workers: 2\n{WITH_FILES}"),
+        &[("lists/allow.txt", "*@acme.com\n"), ("lists/block.txt", "")],
+    )
+    .await;
+    let text = std::fs::read_to_string(g.config_path())
+        .unwrap()
+        .replace("workers: 2", "workers: 3");
+    std::fs::write(g.config_path(), text).unwrap();
+    match g.gate().reloader().reload() {
+        idgate::reload::Outcome::Rejected(e) => assert!(e.to_string().contains("workers"), "{e}"),
+        other => panic!("expected rejection, got {other:?}"),
+    }
+    g.shutdown().await;
+}
+
 #[tokio::test]
 async fn listen_address_changes_are_refused() {
     let g = start_with(

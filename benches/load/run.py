@@ -283,8 +283,7 @@ lists:
 routes:
   - {{ name: sign-up, path: /api/sign-up, kind: sign_up, identifier: [{{ json: /email }}] }}
 reload: {{ debounce: 100ms, interval: 0s }}
-workers: {args.workers or "auto"}
-""")
+""" + (f"workers: {args.workers}\n" if args.workers else ""))
         t = time.time()
         # Reload lines (with their timing) are kept; per-request logging is off as in nginx.
         env = dict(os.environ, IDGATE_LOG=os.environ.get("IDGATE_LOG", "warn,idgate::reload=info"))
@@ -303,7 +302,7 @@ workers: {args.workers or "auto"}
             sh("cargo", "build", "--release", "--quiet", "--example", "hyper_floor", cwd=ROOT)
             fl = free_port()
             floor = subprocess.Popen([os.path.join(ROOT, "target", "release", "examples", "hyper_floor"),
-                                      f"127.0.0.1:{fl}", f"127.0.0.1:{up}"], stderr=subprocess.DEVNULL)
+                                      f"127.0.0.1:{fl}", f"127.0.0.1:{up}"] + ([str(args.workers)] if args.workers else []), stderr=subprocess.DEVNULL)
             procs.append(floor)
             wait_port(fl)
             contenders.append(("floor", fl, lambda: [floor.pid]))

@@ -252,9 +252,20 @@ impl Gate {
                 .with_acceptance(accepted_tx, wanted),
         );
         let mut proxies = JoinSet::new();
-        for ended in workers::spawn(listeners, workers, &proxy, &stop_proxy_rx)? {
+        let started = {
+            let (proxy, stop) = (proxy.clone(), stop_proxy_rx.clone());
+            tokio::task::spawn_blocking(move || workers::spawn(listeners, workers, &proxy, &stop))
+                .await
+                .map_err(|e| AppError::Task(e.to_string()))??
+        };
+        for (w, ended) in started.into_iter().enumerate() {
             proxies.spawn(async move {
-                let _ = ended.await;
+                if ended.await.is_err() {
+                    tracing::error!(
+                        worker = w,
+                        "a data-path worker died; its connections were closed"
+                    );
+                }
             });
         }
         let mut rest = JoinSet::new();

@@ -346,7 +346,17 @@ impl Reloader {
         let started = std::time::Instant::now();
         let (inputs, fingerprint) = match read_inputs(&self.config_path, store) {
             Ok(x) => x,
-            Err(e) => return Outcome::Rejected(e),
+            Err(e) => {
+                // A list file the new config names but that cannot be read yet (not created
+                // yet, say) is watched from now on: creating it sets off the next reload.
+                if let ReloadError::ListFile { path, .. } = &e {
+                    let mut st = self.lock();
+                    if !st.watched.contains(path) {
+                        st.watched.push(path.clone());
+                    }
+                }
+                return Outcome::Rejected(e);
+            }
         };
         let read = started.elapsed();
         let generation = {
