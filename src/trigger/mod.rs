@@ -198,12 +198,7 @@ mod tests {
     /// reload's own reads set off the next reload.
     #[tokio::test]
     async fn reads_do_not_trigger_but_writes_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("allow.txt");
-        std::fs::write(&file, "a@x.com\n").unwrap();
-        let mut t = Triggers::new("test");
-        t.watch([file.clone()]);
-        let (_tx, mut stop) = watch::channel(false);
+        let (_dir, file, mut t, _tx, mut stop) = watching_one_file();
         let debounce = Duration::from_millis(50);
         for _ in 0..5 {
             assert_eq!(std::fs::read_to_string(&file).unwrap(), "a@x.com\n");
@@ -252,12 +247,7 @@ mod tests {
     /// symlink swap.
     #[tokio::test]
     async fn only_the_watched_files_of_a_directory_trigger() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("allow.txt");
-        std::fs::write(&file, "a@x.com\n").unwrap();
-        let mut t = Triggers::new("test");
-        t.watch([file.clone()]);
-        let (_tx, mut stop) = watch::channel(false);
+        let (dir, file, mut t, _tx, mut stop) = watching_one_file();
         for i in 0..50 {
             std::fs::write(dir.path().join("audit.jsonl"), format!("{i}\n")).unwrap();
         }
@@ -278,6 +268,23 @@ mod tests {
         std::os::unix::fs::symlink("..2026_12_03", dir.path().join("..data_tmp")).unwrap();
         std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
         assert_eq!(next(&mut t, &mut stop, 10_000).await, Some(Cause::Changed));
+    }
+
+    /// A directory with `allow.txt` (`a@x.com`) in it, watched; the stop channel.
+    fn watching_one_file() -> (
+        tempfile::TempDir,
+        PathBuf,
+        Triggers,
+        watch::Sender<bool>,
+        watch::Receiver<bool>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("allow.txt");
+        std::fs::write(&file, "a@x.com\n").unwrap();
+        let mut t = Triggers::new("test");
+        t.watch([file.clone()]);
+        let (tx, stop) = watch::channel(false);
+        (dir, file, t, tx, stop)
     }
 
     /// The next trigger within `wait_ms`, if any.
