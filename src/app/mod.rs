@@ -1,5 +1,6 @@
-//! Wiring and lifecycle: load the first snapshot, bind the listeners, start the proxy, the
-//! admin server and the reloader, and shut down gracefully.
+//! Wiring and lifecycle: load the first snapshot, bind the listeners, start the proxy (on the
+//! data-path worker threads of [`workers`]), the admin server and the reloader, and shut down
+//! gracefully.
 //!
 //! Shutdown (SIGTERM or SIGINT, or [`Gate::shutdown`]): `/readyz` turns 503 first, then the
 //! proxy listeners close and in-flight requests drain for at most `timeouts.shutdown_grace`,
