@@ -33,6 +33,26 @@ async fn becomes(addr: std::net::SocketAddr, email: &str, want: u16) -> bool {
     .await
 }
 
+/// A gate with `extra` (whole lines) and [`WITH_FILES`] as its config; the allow file holds
+/// `*@acme.com`, the block file nothing.
+async fn start_with_acme_lists(extra: &str) -> TestGate {
+    start_with(
+        &format!("{extra}{WITH_FILES}"),
+        &[("lists/allow.txt", "*@acme.com\n"), ("lists/block.txt", "")],
+    )
+    .await
+}
+
+/// Rewrites the gate's config file with each `(from, to)` replaced.
+fn edit_config(g: &TestGate, edits: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(g.config_path()).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} is not in the config");
+        text = text.replace(from, to);
+    }
+    std::fs::write(g.config_path(), text).unwrap();
+}
+
 #[tokio::test]
 async fn in_place_write_and_atomic_rename() {
     let g = start_with(
@@ -134,17 +154,15 @@ async fn broken_edits_keep_the_last_good_snapshot() {
 /// keep serving); creating the file afterwards is seen by the watcher and applies both.
 #[tokio::test]
 async fn a_list_file_named_before_it_exists_applies_once_created() {
-    let g = start_with(
-        WITH_FILES,
-        &[("lists/allow.txt", "*@acme.com\n"), ("lists/block.txt", "")],
-    )
-    .await;
+    let g = start_with_acme_lists("").await;
     assert_eq!(status_for(g.addr, "dave@acme.com").await, 200);
-    let text = std::fs::read_to_string(g.config_path()).unwrap().replace(
-        "block: [lists/block.txt]",
-        "block: [lists/block.txt, lists/extra.txt]",
+    edit_config(
+        &g,
+        &[(
+            "block: [lists/block.txt]",
+            "block: [lists/block.txt, lists/extra.txt]",
+        )],
     );
-    std::fs::write(g.config_path(), text).unwrap();
     let refused = eventually(Duration::from_secs(3), || async {
         g.gate().reloader().status().last_error.is_some()
     })
@@ -163,15 +181,8 @@ async fn a_list_file_named_before_it_exists_applies_once_created() {
 /// `workers` is a restart-only setting: a reload that changes it is refused.
 #[tokio::test]
 async fn workers_changes_are_refused() {
-    let g = start_with(
-        &format!("workers: 2\n{WITH_FILES}"),
-        &[("lists/allow.txt", "*@acme.com\n"), ("lists/block.txt", "")],
-    )
-    .await;
-    let text = std::fs::read_to_string(g.config_path())
-        .unwrap()
-        .replace("workers: 2", "workers: 3");
-    std::fs::write(g.config_path(), text).unwrap();
+    let g = start_with_acme_lists("workers: 2\n").await;
+    edit_config(&g, &[("workers: 2", "workers: 3")]);
     match g.gate().reloader().reload() {
         idgate::reload::Outcome::Rejected(e) => assert!(e.to_string().contains("workers"), "{e}"),
         other => panic!("expected rejection, got {other:?}"),
@@ -181,16 +192,8 @@ async fn workers_changes_are_refused() {
 
 #[tokio::test]
 async fn listen_address_changes_are_refused() {
-    let g = start_with(
-        WITH_FILES,
-        &[("lists/allow.txt", "*@acme.com\n"), ("lists/block.txt", "")],
-    )
-    .await;
-    let text = std::fs::read_to_string(g.config_path())
-        .unwrap()
-        .replace("addr: 127.0.0.1:0", "addr: 127.0.0.1:1")
-        .replace("*@acme.com", "*@changed.com");
-    std::fs::write(g.config_path(), text).unwrap();
+    let g = start_with_acme_lists("").await;
+    edit_config(&g, &[("addr: 127.0.0.1:0", "addr: 127.0.0.1:1")]);
     match g.gate().reloader().reload() {
         idgate::reload::Outcome::Rejected(e) => assert!(e.to_string().contains("listen"), "{e}"),
         other => panic!("expected rejection, got {other:?}"),

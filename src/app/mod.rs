@@ -247,14 +247,13 @@ impl Gate {
             op_metrics.store_op(op, elapsed)
         }));
         reloader.set_metrics(metrics);
-        let proxy = Arc::new(
-            Proxy::new(snapshots.clone(), settings, &tls_setup.upstream)
-                .with_observer(observer.clone())
-                .with_acceptance(accepted_tx, wanted),
-        );
+        // Each worker serves through a fork of this one (its own upstream pool and clients).
+        let proxy = Proxy::new(snapshots.clone(), settings, &tls_setup.upstream)
+            .with_observer(observer.clone())
+            .with_acceptance(accepted_tx, wanted);
         let mut proxies = JoinSet::new();
         let started = {
-            let (proxy, stop) = (proxy.clone(), stop_proxy_rx.clone());
+            let stop = stop_proxy_rx.clone();
             tokio::task::spawn_blocking(move || workers::spawn(listeners, workers, &proxy, &stop))
                 .await
                 .map_err(|e| AppError::Task(e.to_string()))??

@@ -871,7 +871,15 @@ fn workers_key() {
         parse(&format!("{BASE}workers: {max}\n")).unwrap().workers,
         Some(max)
     );
-    for value in ["0", "-1", &(max + 1).to_string(), "many", "2.5", "\"\""] {
+    for value in [
+        "0",
+        "-1",
+        &(max + 1).to_string(),
+        "many",
+        "2.5",
+        "2.0",
+        "\"\"",
+    ] {
         let errors = invalid(&format!("{BASE}workers: {value}\n"));
         assert_eq!(errors.len(), 1, "{value}: {errors:#?}");
         assert_eq!(errors[0].path, "workers");

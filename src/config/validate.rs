@@ -981,26 +981,21 @@ const NOT_REQUEST_ID: [&str; 24] = [
 /// `workers: auto | 1..=MAX_WORKERS`; `None` is `auto`.
 fn workers(raw: &RawConfig, e: &mut Errors) -> Option<usize> {
     let w = raw.workers.as_ref()?;
-    let written = match &w.value {
+    let (count, written) = match &w.value {
         RawWorkers::Text(t) if t.trim().eq_ignore_ascii_case("auto") => return None,
-        RawWorkers::Text(t) => match t.trim().parse::<i64>() {
-            Ok(n) => n.to_string(),
-            Err(_) => format!("`{t}`"),
-        },
-        RawWorkers::Count(n) => n.to_string(),
-        RawWorkers::Other(x) => x.to_string(),
+        RawWorkers::Text(t) => (t.trim().parse::<usize>().ok(), format!("`{t}`")),
+        RawWorkers::Count(n) => (usize::try_from(*n).ok(), n.to_string()),
+        RawWorkers::Other(x) => (None, x.to_string()),
     };
-    match written.parse::<usize>() {
-        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Some(n),
-        _ => {
-            e.at(
-                "workers",
-                w,
-                format!("{written} is not `auto` or a thread count in 1..={MAX_WORKERS}"),
-            );
-            None
-        }
+    let count = count.filter(|n| (1..=MAX_WORKERS).contains(n));
+    if count.is_none() {
+        e.at(
+            "workers",
+            w,
+            format!("{written} is not `auto` or a thread count in 1..={MAX_WORKERS}"),
+        );
     }
+    count
 }
 
 fn request_id(raw: &RawConfig, e: &mut Errors) -> RequestId {

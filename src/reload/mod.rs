@@ -192,6 +192,17 @@ struct State {
     status: Status,
 }
 
+impl State {
+    /// Adds `files` not watched yet to the files whose changes trigger a reload.
+    fn watch(&mut self, files: impl IntoIterator<Item = PathBuf>) {
+        for file in files {
+            if !self.watched.contains(&file) {
+                self.watched.push(file);
+            }
+        }
+    }
+}
+
 /// Publishes snapshots into one handle.
 pub struct Reloader {
     config_path: PathBuf,
@@ -350,10 +361,7 @@ impl Reloader {
                 // A list file the new config names but that cannot be read yet (not created
                 // yet, say) is watched from now on: creating it sets off the next reload.
                 if let ReloadError::ListFile { path, .. } = &e {
-                    let mut st = self.lock();
-                    if !st.watched.contains(path) {
-                        st.watched.push(path.clone());
-                    }
+                    self.lock().watch([path.clone()]);
                 }
                 return Outcome::Rejected(e);
             }
@@ -402,11 +410,7 @@ impl Reloader {
         st.generation = generation;
         st.debounce = inputs.config.reload.debounce;
         st.interval = inputs.config.reload.interval.unwrap_or(Duration::ZERO);
-        for file in watched_files(&inputs) {
-            if !st.watched.contains(&file) {
-                st.watched.push(file);
-            }
-        }
+        st.watch(watched_files(&inputs));
         Outcome::Applied {
             generation,
             warnings,

@@ -153,7 +153,7 @@ impl Triggers {
 }
 
 /// The directory a file is watched through (`.` for a bare file name).
-pub fn parent_dir(p: &Path) -> PathBuf {
+fn parent_dir(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
