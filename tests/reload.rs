@@ -178,27 +178,24 @@ async fn a_list_file_named_before_it_exists_applies_once_created() {
     g.shutdown().await;
 }
 
-/// `workers` is a restart-only setting: a reload that changes it is refused.
+/// Restart-only settings: a reload that changes `listen` or `workers` is refused, naming the
+/// setting.
 #[tokio::test]
-async fn workers_changes_are_refused() {
-    let g = start_with_acme_lists("workers: 2\n").await;
-    edit_config(&g, &[("workers: 2", "workers: 3")]);
-    match g.gate().reloader().reload() {
-        idgate::reload::Outcome::Rejected(e) => assert!(e.to_string().contains("workers"), "{e}"),
-        other => panic!("expected rejection, got {other:?}"),
+async fn restart_only_changes_are_refused() {
+    for (extra, from, to, setting) in [
+        ("", "addr: 127.0.0.1:0", "addr: 127.0.0.1:1", "listen"),
+        ("workers: 2\n", "workers: 2", "workers: 3", "workers"),
+    ] {
+        let g = start_with_acme_lists(extra).await;
+        edit_config(&g, &[(from, to)]);
+        match g.gate().reloader().reload() {
+            idgate::reload::Outcome::Rejected(e) => {
+                assert!(e.to_string().contains(setting), "{e}")
+            }
+            other => panic!("{setting}: expected rejection, got {other:?}"),
+        }
+        g.shutdown().await;
     }
-    g.shutdown().await;
-}
-
-#[tokio::test]
-async fn listen_address_changes_are_refused() {
-    let g = start_with_acme_lists("").await;
-    edit_config(&g, &[("addr: 127.0.0.1:0", "addr: 127.0.0.1:1")]);
-    match g.gate().reloader().reload() {
-        idgate::reload::Outcome::Rejected(e) => assert!(e.to_string().contains("listen"), "{e}"),
-        other => panic!("expected rejection, got {other:?}"),
-    }
-    g.shutdown().await;
 }
 
 #[cfg(unix)]
