@@ -8,9 +8,9 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use idgate::identifier::{self, ParseOptions};
 use idgate::lists::{Candidate, Entry, ListKind, Matcher, MatcherBuilder, Source, SourceKind};
 
-fn candidate(s: &str) -> Candidate {
+fn id(s: &str) -> identifier::Identifier {
     match identifier::parse(s, None, &ParseOptions::default()) {
-        Ok(id) => Candidate::new(&id),
+        Ok(id) => id,
         Err(e) => panic!("{s}: {e}"),
     }
 }
@@ -46,11 +46,15 @@ fn lookups(c: &mut Criterion) {
         for list in [ListKind::Allow, ListKind::Block] {
             let m = build(list, n);
             let mid = n / 2;
-            let exact_hit = candidate(&format!("user{mid}@example{}.com", mid % 1000));
-            let exact_miss = candidate("nobody@example1.com");
-            let domain_hit = candidate(&format!("x@d{}.org", mid + 1));
-            let sub_hit = candidate(&format!("x@mx.d{}.org", mid + 1));
-            let domain_miss = candidate("x@mail.unknown-domain.org");
+            let ids = [
+                id(&format!("user{mid}@example{}.com", mid % 1000)),
+                id("nobody@example1.com"),
+                id(&format!("x@d{}.org", mid + 1)),
+                id(&format!("x@mx.d{}.org", mid + 1)),
+                id("x@mail.unknown-domain.org"),
+            ];
+            let [exact_hit, exact_miss, domain_hit, sub_hit, domain_miss] =
+                ids.each_ref().map(Candidate::new);
             let mut g = c.benchmark_group(format!("lookup/{list}/{n}"));
             for (name, cand) in [
                 ("exact_hit", &exact_hit),

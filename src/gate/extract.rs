@@ -366,10 +366,10 @@ impl FieldName {
     }
 }
 
-const OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+const OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
 
 /// `Connection` options that name no end-to-end header: `close`, and headers the proxy drops
@@ -443,7 +443,7 @@ fn check_head(headers: &HeaderMap) -> Result<(), Refusal> {
     if hosts > 1 {
         return Err(Refusal::DuplicateHost(hosts));
     }
-    if let Some(name) = OVERRIDE_HEADERS.iter().find(|h| headers.contains_key(**h)) {
+    if let Some(name) = OVERRIDE_HEADERS.iter().find(|h| headers.contains_key(*h)) {
         return Err(Refusal::MethodOverride(format!("header {name}")));
     }
     Ok(())

@@ -49,6 +49,17 @@ impl Email {
         out
     }
 
+    /// [`Email::inbox_key`], borrowed when it is the address itself (no sub-address, not
+    /// Gmail): no allocation for most addresses.
+    pub fn inbox_key_cow(&self) -> std::borrow::Cow<'_, str> {
+        let domain = self.domain();
+        if self.has_subaddress() || domain == "gmail.com" || domain == "googlemail.com" {
+            std::borrow::Cow::Owned(self.inbox_key())
+        } else {
+            std::borrow::Cow::Borrowed(&self.canonical)
+        }
+    }
+
     /// Appends [`Email::inbox_key`] to `out` (no allocation when `out` has room).
     pub fn push_inbox_key(&self, out: &mut String) {
         let local = self.local();

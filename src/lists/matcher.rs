@@ -14,6 +14,7 @@
 //! specific first, without allocating.
 
 use crate::identifier::{Email, Identifier, Kind};
+use std::borrow::Cow;
 
 use super::table::{self, MAX_SOURCES, NO_LINE, Ns, Rec, Table};
 use super::{Entry, ListKind, Source, SourceKind, Specificity};
@@ -454,14 +455,14 @@ impl Matcher {
     }
 
     fn lookup_allow(&self, c: &Candidate) -> Option<Hit<'_>> {
-        if let Some(r) = self.table.get(Ns::Exact, &c.canonical) {
+        if let Some(r) = self.table.get(Ns::Exact, c.canonical) {
             return Some(self.hit(&r));
         }
         let domain = c.domain()?;
         if let Some(r) = self.table.get(Ns::Domain, domain) {
             return Some(self.hit(&r));
         }
-        parents(&c.domain_dots, domain)
+        parents(domain)
             .find_map(|p| self.table.get(Ns::Subdomains, p))
             .map(|r| self.hit(&r))
     }
@@ -473,14 +474,14 @@ impl Matcher {
         if c.kind != Kind::Email {
             return None;
         }
-        let (domain, dots) = match &c.folded {
-            Some((d, dots)) => (d.as_str(), dots.as_slice()),
-            None => (c.domain()?, c.domain_dots.as_slice()),
+        let domain = match &c.folded {
+            Some(d) => d.as_str(),
+            None => c.domain()?,
         };
         std::iter::once(domain)
-            .chain(parents(dots, domain))
+            .chain(parents(domain))
             .find_map(|p| self.table.get(Ns::Domain, p))
-            .or_else(|| parents(dots, domain).find_map(|p| self.table.get(Ns::Subdomains, p)))
+            .or_else(|| parents(domain).find_map(|p| self.table.get(Ns::Subdomains, p)))
             .map(|r| self.hit(&r))
     }
 
@@ -509,51 +510,45 @@ impl Matcher {
     }
 }
 
-/// An identifier normalized once per request and checked against both lists.
+/// An identifier normalized once per request and checked against both lists. It borrows
+/// the identifier: an email allocates only when its inbox key differs from it (a
+/// sub-address, a Gmail address) or its domain is folded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
+pub struct Candidate<'a> {
     kind: Kind,
     /// Canonical identifier.
-    canonical: Box<str>,
+    canonical: &'a str,
     /// Block-list exact key: the inbox key for emails, else the canonical form.
-    inbox: Box<str>,
+    inbox: Cow<'a, str>,
     /// Offset of the domain in `canonical` (emails).
     domain_at: Option<usize>,
-    /// Offsets of the dots in the domain, left to right.
-    domain_dots: Vec<u8>,
     /// The domain with googlemail.com folded to gmail.com, when that changes it.
-    folded: Option<(String, Vec<u8>)>,
+    folded: Option<String>,
 }
 
-impl Candidate {
+impl<'a> Candidate<'a> {
     /// Precompute every key a lookup needs.
-    pub fn new(id: &Identifier) -> Candidate {
+    pub fn new(id: &'a Identifier) -> Candidate<'a> {
         match id {
             Identifier::Email(e) => Self::email(e),
             other => Candidate {
                 kind: other.kind(),
-                canonical: other.as_str().into(),
-                inbox: other.as_str().into(),
+                canonical: other.as_str(),
+                inbox: Cow::Borrowed(other.as_str()),
                 domain_at: None,
-                domain_dots: Vec::new(),
                 folded: None,
             },
         }
     }
 
-    fn email(e: &Email) -> Candidate {
+    fn email(e: &'a Email) -> Candidate<'a> {
         let domain = e.domain();
-        let folded = fold_googlemail(domain).map(|d| {
-            let dots = dots(&d);
-            (d, dots)
-        });
         Candidate {
             kind: Kind::Email,
-            canonical: e.as_str().into(),
-            inbox: e.inbox_key().into(),
+            canonical: e.as_str(),
+            inbox: e.inbox_key_cow(),
             domain_at: Some(e.as_str().len() - domain.len()),
-            domain_dots: dots(domain),
-            folded,
+            folded: fold_googlemail(domain),
         }
     }
 
@@ -564,7 +559,7 @@ impl Candidate {
 
     /// The canonical identifier.
     pub fn as_str(&self) -> &str {
-        &self.canonical
+        self.canonical
     }
 
     /// The email's ASCII domain.
@@ -574,19 +569,11 @@ impl Candidate {
 }
 
 /// Strict parent suffixes of `domain`, longest first (`b.a.x.com` → `a.x.com`, `x.com`,
-/// `com`), given the offsets of its dots.
-fn parents<'a>(dots: &'a [u8], domain: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    dots.iter()
-        .filter_map(move |&d| domain.get(usize::from(d) + 1..))
-}
-
-fn dots(domain: &str) -> Vec<u8> {
+/// `com`).
+fn parents(domain: &str) -> impl Iterator<Item = &str> {
     domain
-        .bytes()
-        .enumerate()
-        .filter(|&(_, b)| b == b'.')
-        .filter_map(|(i, _)| u8::try_from(i).ok())
-        .collect()
+        .match_indices('.')
+        .filter_map(move |(i, _)| domain.get(i + 1..))
 }
 
 /// `googlemail.com` (and its subdomains) as `gmail.com`; `None` when nothing changes.

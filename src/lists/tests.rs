@@ -219,7 +219,8 @@ fn block_matches_broadly() {
 fn run(list: ListKind, cases: &[Case]) {
     for (entries, cand, want) in cases {
         let m = matcher(list, entries);
-        let c = Candidate::new(&id(cand));
+        let cand = id(cand);
+        let c = Candidate::new(&cand);
         let got = m.lookup(&c).map(|h| h.entry);
         assert_eq!(got, *want, "{list}: {entries:?} vs {cand}");
     }
@@ -296,12 +297,14 @@ fn empty_matcher_never_hits() {
 
 #[test]
 fn candidate_accessors() {
-    let c = Candidate::new(&id("X@Mail.Example.com"));
+    let x = id("X@Mail.Example.com");
+    let c = Candidate::new(&x);
     assert_eq!(
         (c.kind(), c.as_str(), c.domain()),
         (Kind::Email, "x@mail.example.com", Some("mail.example.com"))
     );
-    let c = Candidate::new(&id("+12025550123"));
+    let p = id("+12025550123");
+    let c = Candidate::new(&p);
     assert_eq!((c.kind(), c.domain()), (Kind::Phone, None));
 }
 

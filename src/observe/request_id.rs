@@ -7,6 +7,7 @@
 //! [`MAX_LEN`] characters of `[A-Za-z0-9._:+/=-]`: anything else (control bytes, quotes,
 //! spaces, a value that could forge a log line) is replaced by a generated id.
 
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::RequestId;
@@ -85,8 +86,31 @@ pub fn generate() -> HeaderValue {
         hex[2 * i] = HEX[usize::from(b >> 4)];
         hex[2 * i + 1] = HEX[usize::from(b & 15)];
     }
-    // One allocation: the value's own bytes. Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Hex digits are always a valid header value.
+    HeaderValue::from_maybe_shared(in_arena(&hex)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Bytes of this thread's id arena taken for ids before a new one is allocated.
+const ARENA: usize = 16 << 10;
+
+thread_local! {
+    static IDS: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// `text` copied into this thread's arena: one allocation per [`ARENA`] bytes of ids instead
+/// of one per id, and a clone (the id goes upstream and back to the client) shares the
+/// bytes instead of copying them. An arena is freed once the last id cut from it is.
+fn in_arena(text: &[u8]) -> Bytes {
+    IDS.with(|cell| {
+        let Ok(mut arena) = cell.try_borrow_mut() else {
+            return Bytes::copy_from_slice(text);
+        };
+        if arena.capacity() < text.len() {
+            *arena = BytesMut::with_capacity(ARENA.max(text.len()));
+        }
+        arena.extend_from_slice(text);
+        arena.split().freeze()
+    })
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -36,14 +36,37 @@ const PATH_OVERRIDES: [HeaderName; 6] = [
     HeaderName::from_static("x-forwarded-path"),
 ];
 
+/// Which of `names` appear in `headers`, as a bit set (bit `i` for `names[i]`): one pass over
+/// the names present instead of one hash lookup per name looked for. Most requests and
+/// responses carry none of them, and then nothing else is done.
+fn present(headers: &HeaderMap, names: &[HeaderName]) -> u32 {
+    debug_assert!(names.len() <= 32);
+    let mut found = 0;
+    for name in headers.keys() {
+        if let Some(i) = names.iter().position(|n| n == name) {
+            found |= 1 << i;
+        }
+    }
+    found
+}
+
+/// Removes the headers of `names` whose bit is set in `found`.
+fn remove_found(headers: &mut HeaderMap, names: &[HeaderName], found: u32) {
+    for (i, name) in names.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
 /// Removes the hop-by-hop headers (and those listed in `Connection`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+    let found = present(headers, &HOP_BY_HOP);
+    // `HOP_BY_HOP[0]` is `Connection`.
+    if found & 1 != 0 {
         strip_listed(headers);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+    remove_found(headers, &HOP_BY_HOP, found);
 }
 
 /// Removes the headers a `Connection` header names. The usual `keep-alive`, `close` and
@@ -70,41 +93,65 @@ fn strip_listed(headers: &mut HeaderMap) {
     }
 }
 
-/// Rewrites a request's headers for the upstream. With `upgrade`, the WebSocket upgrade
-/// handshake headers are kept (they are hop-by-hop but the tunnel needs them).
-pub fn to_upstream(headers: &mut HeaderMap, peer: IpAddr, upgrade: Option<HeaderValue>) {
+/// The text of a peer's IP address as a header value, for `X-Forwarded-For`: made once per
+/// connection (see [`super::Peer`]) and shared by its requests without copying.
+pub fn ip_value(peer: IpAddr) -> HeaderValue {
+    // Written on the stack, then one allocation (the value's own bytes). An IP address is
+    // visible ASCII, so the conversion cannot fail.
+    let mut ip = IpText::default();
+    let _ = write!(ip, "{peer}");
+    HeaderValue::from_bytes(ip.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Rewrites a request's headers for the upstream. `peer_ip` is [`ip_value`] of the client's
+/// address; `secure` says the client connected over TLS. With `upgrade`, the WebSocket
+/// upgrade handshake headers are kept (they are hop-by-hop but the tunnel needs them).
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    secure: bool,
+    upgrade: Option<HeaderValue>,
+) {
     let host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(headers);
-    for name in &PATH_OVERRIDES {
-        headers.remove(name);
-    }
+    let overrides = present(headers, &PATH_OVERRIDES);
+    remove_found(headers, &PATH_OVERRIDES, overrides);
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto);
     }
-    // The peer is written on the stack; the value then takes one allocation (its own
-    // bytes). The prior value is visible ASCII (`to_str` succeeded) and an IP address is
-    // too, so the conversion cannot fail.
-    let prior = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| !p.trim().is_empty());
-    let mut ip = IpText::default();
-    let _ = write!(ip, "{peer}");
-    let value = match prior {
-        None => HeaderValue::from_bytes(ip.as_bytes()),
-        Some(prior) => {
-            let mut xff = BytesMut::with_capacity(prior.len() + 2 + ip.len);
-            xff.extend_from_slice(prior.as_bytes());
-            xff.extend_from_slice(b", ");
-            xff.extend_from_slice(ip.as_bytes());
-            HeaderValue::from_maybe_shared(xff.freeze())
+    // One lookup for the read and the write. Without a prior value the peer's value is
+    // shared as is; with one, the joined value takes one allocation. The prior value is
+    // visible ASCII (`to_str` succeeded), so the join is a valid value.
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut e) => {
+            let prior = e.get().to_str().ok().filter(|p| !p.trim().is_empty());
+            let value = match prior {
+                None => Ok(peer_ip.clone()),
+                Some(prior) => {
+                    let ip = peer_ip.as_bytes();
+                    let mut xff = BytesMut::with_capacity(prior.len() + 2 + ip.len());
+                    xff.extend_from_slice(prior.as_bytes());
+                    xff.extend_from_slice(b", ");
+                    xff.extend_from_slice(ip);
+                    HeaderValue::from_maybe_shared(xff.freeze())
+                }
+            };
+            match value {
+                Ok(v) => {
+                    e.insert(v);
+                }
+                Err(_) => {
+                    e.insert(peer_ip.clone());
+                }
+            }
         }
-    };
-    if let Ok(v) = value {
-        headers.insert(X_FORWARDED_FOR, v);
+        header::Entry::Vacant(e) => {
+            e.insert(peer_ip.clone());
+        }
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if secure { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
         Some(h) => {
             headers.insert(X_FORWARDED_HOST, h);
@@ -194,7 +241,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("accept", "*/*"),
         ]);
-        to_upstream(&mut h, "127.0.0.1".parse().unwrap(), None);
+        to_upstream(&mut h, &ip_value("127.0.0.1".parse().unwrap()), false, None);
         for gone in [
             "connection",
             "x-secret",
@@ -229,7 +276,8 @@ mod tests {
         let mut h = map(&[]);
         to_upstream(
             &mut h,
-            "2001:db8::ffff:ffff:ffff:ffff".parse().unwrap(),
+            &ip_value("2001:db8::ffff:ffff:ffff:ffff".parse().unwrap()),
+            false,
             None,
         );
         assert_eq!(h["x-forwarded-for"], "2001:db8::ffff:ffff:ffff:ffff");
@@ -240,7 +288,8 @@ mod tests {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         to_upstream(
             &mut h,
-            "127.0.0.1".parse().unwrap(),
+            &ip_value("127.0.0.1".parse().unwrap()),
+            false,
             Some(HeaderValue::from_static("websocket")),
         );
         assert_eq!(h["connection"], "upgrade");

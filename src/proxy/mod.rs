@@ -62,9 +62,33 @@ pub struct ProxySettings {
     pub tls_handshake_timeout: Duration,
 }
 
-/// Marks a request that arrived over TLS (a request extension set by [`serve`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Secure;
+/// The client end of one connection, made once per connection by [`serve`] and shared by
+/// its requests.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The connection arrived over TLS (`X-Forwarded-Proto: https`).
+    pub secure: bool,
+    /// The address's IP as a header value, for `X-Forwarded-For`: formatted once, then
+    /// shared by every request on the connection without copying.
+    ip: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, secure: bool) -> Peer {
+        Peer {
+            addr,
+            secure,
+            ip: headers::ip_value(addr.ip()),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
 
 /// How many bytes of gated request bodies may be buffered at once, across all connections,
 /// by default. Without a budget, N slow clients each announcing a body at the route limit
@@ -194,7 +218,7 @@ impl Proxy {
     /// Answers one request: forwarded, denied or refused. The request's id (see
     /// [`crate::observe::request_id`]) goes upstream, back on the answer, in the `request`
     /// span of every log line and in the audit log.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<RespBody> {
         let snap = self.snapshots.load_full();
         let ids = &self.observer.request_ids;
         let request_id = ids.assign(req.headers_mut());
@@ -238,7 +262,7 @@ impl Proxy {
         &self,
         snap: &Arc<Snapshot>,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         request_id: &HeaderValue,
         traffic: &mut Traffic,
     ) -> Result<Response<RespBody>, ProxyError> {
@@ -273,7 +297,7 @@ impl Proxy {
             )),
             PathMatch::Gated(i) => match snap.routes.get(i) {
                 Some(route) => {
-                    self.gated(snap, route, req, peer, request_id, upgrade.is_some())
+                    Box::pin(self.gated(snap, route, req, peer, request_id, upgrade.is_some()))
                         .await
                 }
                 None => Err(bad("internal", "route table out of sync")),
@@ -286,7 +310,7 @@ impl Proxy {
         snap: &Arc<Snapshot>,
         route: &Route,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         request_id: &HeaderValue,
         upgrade: bool,
     ) -> Result<Response<RespBody>, ProxyError> {
@@ -366,7 +390,7 @@ impl Proxy {
             max_decoded: limit,
         };
         let mut found = extract::extract(&parts, &bytes, &spec)?;
-        verify_tokens(route, &mut found, &peer, &*self.observer.metrics).await?;
+        verify_tokens(route, &mut found, peer, &*self.observer.metrics).await?;
         let mut ids: Vec<Identifier> = Vec::with_capacity(found.len());
         for f in &found {
             let kind = route.sources.get(f.source).and_then(|s| s.kind);
@@ -418,11 +442,15 @@ impl Proxy {
             }
         }
 
-        // Forward exactly the bytes received, with an exact length.
-        parts.headers.remove(header::TRANSFER_ENCODING);
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        // Forward exactly the bytes received, with an exact length: the client's own
+        // Content-Length when it is exactly that number in canonical form (most are; then
+        // nothing is rebuilt), else a new one.
+        if !is_exact_length(parts.headers.get(header::CONTENT_LENGTH), bytes.len()) {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        }
         let resp = self
             .forward(
                 snap,
@@ -453,7 +481,7 @@ impl Proxy {
         snap: &Arc<Snapshot>,
         mut parts: http::request::Parts,
         body: ProxyBody,
-        peer: SocketAddr,
+        peer: &Peer,
         request_id: &HeaderValue,
         upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
     ) -> Result<Response<RespBody>, ProxyError> {
@@ -480,17 +508,12 @@ impl Proxy {
                 .map_err(|e| bad("bad_uri", &e.to_string()))?
         };
         parts.version = Version::HTTP_11;
-        headers::to_upstream(&mut parts.headers, peer.ip(), upgrade);
+        headers::to_upstream(&mut parts.headers, &peer.ip, peer.secure, upgrade);
         // Again after `to_upstream`: a client's `Connection: x-request-id` strips it there.
         parts.headers.insert(
             self.observer.request_ids.header().clone(),
             request_id.clone(),
         );
-        if parts.extensions.get::<Secure>().is_some() {
-            parts
-                .headers
-                .insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        }
         let mut resp = if pooled {
             if !parts.headers.contains_key(header::HOST) {
                 // An HTTP/1.0 client may omit it; HTTP/1.1 upstreams require one.
@@ -567,7 +590,7 @@ fn upstream_clients(
 async fn verify_tokens(
     route: &Route,
     found: &mut [extract::Found],
-    peer: &SocketAddr,
+    peer: &Peer,
     events: &dyn crate::oauth::Events,
 ) -> Result<(), ProxyError> {
     let mut subs: [Option<String>; 2] = [None, None];
@@ -683,6 +706,20 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether `value` is `len` in canonical decimal (digits only, no leading zero, no spaces).
+fn is_exact_length(value: Option<&HeaderValue>, len: usize) -> bool {
+    let Some(v) = value.map(HeaderValue::as_bytes) else {
+        return false;
+    };
+    let canonical = v.len() == 1 || v.first() != Some(&b'0');
+    canonical
+        && v.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(v)
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+            == Some(len)
 }
 
 /// Whether the request announces a body (chunked, or a non-zero length).
@@ -828,13 +865,10 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let proxy = proxy.clone();
-                    let secure = acceptor.is_some();
-                    let svc = service_fn(move |mut req: Request<Incoming>| {
-                        let proxy = proxy.clone();
-                        if secure {
-                            req.extensions_mut().insert(Secure);
-                        }
-                        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                    let client = Arc::new(Peer::new(peer, acceptor.is_some()));
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (proxy, client) = (proxy.clone(), client.clone());
+                        async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
                     });
                     // Subscribed now, so a shutdown also waits for handshakes in progress.
                     let drain = drain_rx.clone();
@@ -909,9 +943,38 @@ where
 {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
+        // The connection first: it is what wakes the task, nearly always.
+        biased;
         r = conn.as_mut() => return r,
         _ = stopped(&mut drain) => {}
     }
     shutdown(conn.as_mut());
     conn.await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_canonical_content_length_is_kept() {
+        let v = |t: &'static str| Some(HeaderValue::from_static(t));
+        assert!(is_exact_length(v("120").as_ref(), 120));
+        assert!(is_exact_length(v("0").as_ref(), 0));
+        for (value, len) in [
+            ("0120", 120),
+            (" 120", 120),
+            ("120 ", 120),
+            ("+120", 120),
+            ("121", 120),
+            ("", 0),
+            ("00", 0),
+        ] {
+            assert!(
+                !is_exact_length(v(value).as_ref(), len),
+                "{value:?} kept for {len}"
+            );
+        }
+        assert!(!is_exact_length(None, 0));
+    }
 }

@@ -108,7 +108,9 @@ impl Pool {
         loop {
             let (mut sender, fresh) = match self.inner.checkout(key) {
                 Some(s) => (s, false),
-                None => (self.connect(key).await?, true),
+                // Boxed: connecting is rare, and its state would otherwise be carried (and
+                // moved) in every request's future.
+                None => (Box::pin(self.connect(key)).await?, true),
             };
             // A pooled connection becomes ready once hyper has finished the previous
             // exchange; an error here means the upstream closed it while idle.

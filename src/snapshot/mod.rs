@@ -656,9 +656,8 @@ pub(crate) mod tests {
         assert!(!Arc::ptr_eq(&first.block.files[0], &second.block.files[0]));
         assert_eq!(second.block.len(), 2);
         assert_eq!(skipped(&second), 1, "the reused file's warnings are kept");
-        let c = crate::lists::Candidate::new(
-            &crate::identifier::parse("c@x.com", None, &ParseOptions::default()).unwrap(),
-        );
+        let id = crate::identifier::parse("c@x.com", None, &ParseOptions::default()).unwrap();
+        let c = crate::lists::Candidate::new(&id);
         assert!(second.block.lookup(&c).is_some());
         assert!(first.block.lookup(&c).is_none());
     }
