@@ -535,6 +535,18 @@ proptest! {
         }
     }
 
+    /// The borrowed inbox key the matcher uses is the inbox key, for any address, Gmail's
+    /// included.
+    #[test]
+    fn borrowed_inbox_key_is_the_inbox_key(
+        local in "[A-Za-z0-9._+=#-]{1,12}",
+        domain in "(gmail\\.com|googlemail\\.com|mail\\.gmail\\.com|gmail\\.co|x\\.org|[a-z]{1,8}\\.[a-z]{2,4})"
+    ) {
+        if let Ok(e) = parse_email(&format!("{local}@{domain}")) {
+            prop_assert_eq!(e.inbox_key_cow(), e.inbox_key());
+        }
+    }
+
     #[test]
     fn unicode_email_normalization_is_idempotent(
         local in "[a-z.+]{1,6}", domain in "\\PC{1,12}", tld in "(com|de|xn--zckzah|рф)"

@@ -87,11 +87,16 @@ pub fn generate() -> HeaderValue {
         hex[2 * i + 1] = HEX[usize::from(b & 15)];
     }
     // Hex digits are always a valid header value.
-    HeaderValue::from_maybe_shared(in_arena(&hex)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut id = HeaderValue::from_maybe_shared(in_arena(&hex))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"));
+    // Never indexed by HTTP/2 header compression: a unique value only fills the table, and an
+    // entry there would keep the id's arena alive as long as the connection.
+    id.set_sensitive(true);
+    id
 }
 
 /// Bytes of this thread's id arena taken for ids before a new one is allocated.
-const ARENA: usize = 16 << 10;
+const ARENA: usize = 4 << 10;
 
 thread_local! {
     static IDS: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());

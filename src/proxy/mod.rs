@@ -445,8 +445,8 @@ impl Proxy {
         // Forward exactly the bytes received, with an exact length: the client's own
         // Content-Length when it is exactly that number in canonical form (most are; then
         // nothing is rebuilt), else a new one.
+        parts.headers.remove(header::TRANSFER_ENCODING);
         if !is_exact_length(parts.headers.get(header::CONTENT_LENGTH), bytes.len()) {
-            parts.headers.remove(header::TRANSFER_ENCODING);
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -522,7 +522,9 @@ impl Proxy {
                 parts.headers.insert(header::HOST, host);
             }
             let req = Request::from_parts(parts, body);
-            let sent = self.pool.send(&snap.upstream.authority, req);
+            // Boxed: its state (the request, hyper's send) would otherwise be carried, and
+            // copied, by every future above this one.
+            let sent = Box::pin(self.pool.send(&snap.upstream.authority, req));
             match tokio::time::timeout(snap.upstream_response_timeout, sent).await {
                 Err(_) => return Err(ProxyError::UpstreamResponseTimeout),
                 Ok(Err(e)) => return Err(classify_pooled(e)),
