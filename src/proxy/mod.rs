@@ -296,6 +296,8 @@ impl Proxy {
                 "the path uses an encoding (encoded '/' or '\\', NUL, double encoding) that could reach a gated route",
             )),
             PathMatch::Gated(i) => match snap.routes.get(i) {
+                // Boxed: the gated path's state (the buffered body, extraction, token checks)
+                // is large, and an ungated request's future would otherwise carry it.
                 Some(route) => {
                     Box::pin(self.gated(snap, route, req, peer, request_id, upgrade.is_some()))
                         .await
