@@ -102,12 +102,13 @@ workers: 1
 """)
         run.wait_port(up)
         gate = [idgate, "run", "-c", cfg]
+        bare = [floor, f"127.0.0.1:{fl}", f"127.0.0.1:{up}", "1"]
         env = dict(os.environ, IDGATE_LOG="warn")
         rows = [
             ("GET (ungated)", "idgate", gate, ig, "/small", None, env),
-            ("GET (ungated)", "floor", [floor, f"127.0.0.1:{fl}", f"127.0.0.1:{up}", "1"], fl, "/small", None, None),
+            ("GET (ungated)", "floor", bare, fl, "/small", None, None),
             ("POST 120 B JSON (ungated)", "idgate", gate, ig, "/api/other", post, env),
-            ("POST 120 B JSON (ungated)", "floor", [floor, f"127.0.0.1:{fl}", f"127.0.0.1:{up}", "1"], fl, "/api/other", post, None),
+            ("POST 120 B JSON (ungated)", "floor", bare, fl, "/api/other", post, None),
             ("POST sign-up (gated)", "idgate", gate, ig, "/api/sign-up", post, env),
         ]
         print(f"{'scenario':28} {'proxy':7} {'instructions/request':>21} {'requests':>9}")

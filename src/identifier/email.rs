@@ -52,8 +52,8 @@ impl Email {
     /// [`Email::inbox_key`], borrowed when it is the address itself (no sub-address, not
     /// Gmail): no allocation for most addresses.
     pub fn inbox_key_cow(&self) -> std::borrow::Cow<'_, str> {
-        let domain = self.domain();
-        if self.has_subaddress() || domain == "gmail.com" || domain == "googlemail.com" {
+        let (local, gmail) = self.inbox_parts();
+        if gmail || local.len() != self.local().len() {
             std::borrow::Cow::Owned(self.inbox_key())
         } else {
             std::borrow::Cow::Borrowed(&self.canonical)
@@ -62,20 +62,27 @@ impl Email {
 
     /// Appends [`Email::inbox_key`] to `out` (no allocation when `out` has room).
     pub fn push_inbox_key(&self, out: &mut String) {
+        let (local, gmail) = self.inbox_parts();
+        if gmail {
+            out.extend(local.chars().filter(|&c| c != '.'));
+            out.push_str("@gmail.com");
+        } else {
+            out.push_str(local);
+            out.push('@');
+            out.push_str(self.domain());
+        }
+    }
+
+    /// The inbox key's parts: the local part cut at the first `+`, `=` or `#`, and whether the
+    /// domain is Gmail's (dots dropped, `gmail.com`).
+    fn inbox_parts(&self) -> (&str, bool) {
         let local = self.local();
         let local = local
             .find(['+', '=', '#'])
             .and_then(|i| local.get(..i))
             .unwrap_or(local);
         let domain = self.domain();
-        if domain == "gmail.com" || domain == "googlemail.com" {
-            out.extend(local.chars().filter(|&c| c != '.'));
-            out.push_str("@gmail.com");
-        } else {
-            out.push_str(local);
-            out.push('@');
-            out.push_str(domain);
-        }
+        (local, domain == "gmail.com" || domain == "googlemail.com")
     }
 }
 

@@ -2,7 +2,6 @@
 //! `Connection` header lists) are removed, `X-Original-URL`-style override headers are removed,
 //! and `X-Forwarded-For/Proto/Host` are set.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use bytes::BytesMut;
@@ -96,11 +95,8 @@ fn strip_listed(headers: &mut HeaderMap) {
 /// The text of a peer's IP address as a header value, for `X-Forwarded-For`: made once per
 /// connection (see [`super::Peer`]) and shared by its requests without copying.
 pub fn ip_value(peer: IpAddr) -> HeaderValue {
-    // Written on the stack, then one allocation (the value's own bytes). An IP address is
-    // visible ASCII, so the conversion cannot fail.
-    let mut ip = IpText::default();
-    let _ = write!(ip, "{peer}");
-    HeaderValue::from_bytes(ip.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    // An IP address is visible ASCII, so the conversion cannot fail.
+    HeaderValue::from_str(&peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Rewrites a request's headers for the upstream. `peer_ip` is [`ip_value`] of the client's
@@ -121,30 +117,23 @@ pub fn to_upstream(
         headers.insert(header::UPGRADE, proto);
     }
     // One lookup for the read and the write. Without a prior value the peer's value is
-    // shared as is; with one, the joined value takes one allocation. The prior value is
-    // visible ASCII (`to_str` succeeded), so the join is a valid value.
+    // shared as is; with one, the joined value takes one allocation.
     match headers.entry(X_FORWARDED_FOR) {
         header::Entry::Occupied(mut e) => {
-            let prior = e.get().to_str().ok().filter(|p| !p.trim().is_empty());
-            let value = match prior {
-                None => Ok(peer_ip.clone()),
-                Some(prior) => {
+            let joined = e
+                .get()
+                .to_str()
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .and_then(|prior| {
                     let ip = peer_ip.as_bytes();
                     let mut xff = BytesMut::with_capacity(prior.len() + 2 + ip.len());
                     xff.extend_from_slice(prior.as_bytes());
                     xff.extend_from_slice(b", ");
                     xff.extend_from_slice(ip);
-                    HeaderValue::from_maybe_shared(xff.freeze())
-                }
-            };
-            match value {
-                Ok(v) => {
-                    e.insert(v);
-                }
-                Err(_) => {
-                    e.insert(peer_ip.clone());
-                }
-            }
+                    HeaderValue::from_maybe_shared(xff.freeze()).ok()
+                });
+            e.insert(joined.unwrap_or_else(|| peer_ip.clone()));
         }
         header::Entry::Vacant(e) => {
             e.insert(peer_ip.clone());
@@ -159,37 +148,6 @@ pub fn to_upstream(
         None => {
             headers.remove(X_FORWARDED_HOST);
         }
-    }
-}
-
-/// An IP address's text on the stack (the longest IPv6 form is 45 bytes).
-struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl Default for IpText {
-    fn default() -> Self {
-        IpText {
-            buf: [0; 48],
-            len: 0,
-        }
-    }
-}
-
-impl IpText {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl std::fmt::Write for IpText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        slot.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
     }
 }
 
