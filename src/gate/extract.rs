@@ -20,9 +20,9 @@ mod multipart;
 #[cfg(test)]
 mod tests;
 
-use http::HeaderMap;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, TRANSFER_ENCODING};
 use http::request::Parts;
+use http::{HeaderMap, HeaderValue};
 
 /// What the gate needs to know about a route to extract its identifier (compiled from config).
 #[derive(Debug, Clone, Copy)]
@@ -397,56 +397,81 @@ fn method_field() -> &'static FieldName {
 
 /// Framing and override checks on the request head.
 fn check_head(headers: &HeaderMap) -> Result<(), Refusal> {
-    let lengths = headers.get_all(CONTENT_LENGTH).iter().count();
-    let codings: Vec<_> = headers.get_all(TRANSFER_ENCODING).iter().collect();
+    // One pass over the header lines (a lookup per name would hash each of them); the
+    // refusals are then checked in a fixed order, whatever order the lines came in.
+    let (mut lengths, mut codings, mut hosts) = (0usize, 0usize, 0usize);
+    let mut length_is_number = true;
+    let mut only_chunked = true;
+    let mut connection_names: Option<String> = None;
+    // The first of OVERRIDE_HEADERS present, in the list's order.
+    let mut overridden: Option<usize> = None;
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH {
+            lengths += 1;
+            length_is_number &=
+                !value.is_empty() && value.as_bytes().iter().all(u8::is_ascii_digit);
+        } else if name == TRANSFER_ENCODING {
+            codings += 1;
+            only_chunked &= value.as_bytes().eq_ignore_ascii_case(b"chunked");
+        } else if name == CONNECTION {
+            if connection_names.is_none() {
+                connection_names = names_a_header(value);
+            }
+        } else if name == HOST {
+            hosts += 1;
+        } else if let Some(i) = OVERRIDE_HEADERS.iter().position(|h| h == name) {
+            overridden = Some(overridden.map_or(i, |j| j.min(i)));
+        }
+    }
     if lengths > 1 {
         return Err(Refusal::ConflictingFraming(
             "more than one Content-Length header",
         ));
     }
-    if let Some(len) = headers.get(CONTENT_LENGTH)
-        && (len.is_empty() || !len.as_bytes().iter().all(u8::is_ascii_digit))
-    {
+    if !length_is_number {
         return Err(Refusal::ConflictingFraming(
             "Content-Length is not a single number",
         ));
     }
-    if !codings.is_empty() {
+    if codings > 0 {
         if lengths > 0 {
             return Err(Refusal::ConflictingFraming(
                 "Content-Length together with Transfer-Encoding",
             ));
         }
-        if codings.len() > 1
-            || !codings
-                .iter()
-                .all(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"))
-        {
+        if codings > 1 || !only_chunked {
             return Err(Refusal::ConflictingFraming(
                 "Transfer-Encoding other than exactly \"chunked\"",
             ));
         }
     }
-    for value in headers.get_all(CONNECTION) {
-        let text = String::from_utf8_lossy(value.as_bytes());
-        for token in text.split(',').map(|t| t.trim_matches([' ', '\t'])) {
-            if !token.is_empty()
-                && !CONNECTION_OPTIONS
-                    .iter()
-                    .any(|ok| token.eq_ignore_ascii_case(ok))
-            {
-                return Err(Refusal::ConnectionNamesHeader(clip(token)));
-            }
-        }
+    if let Some(token) = connection_names {
+        return Err(Refusal::ConnectionNamesHeader(clip(&token)));
     }
-    let hosts = headers.get_all(HOST).iter().count();
     if hosts > 1 {
         return Err(Refusal::DuplicateHost(hosts));
     }
-    if let Some(name) = OVERRIDE_HEADERS.iter().find(|h| headers.contains_key(*h)) {
-        return Err(Refusal::MethodOverride(format!("header {name}")));
+    if let Some(i) = overridden {
+        return Err(Refusal::MethodOverride(format!(
+            "header {}",
+            OVERRIDE_HEADERS[i]
+        )));
     }
     Ok(())
+}
+
+/// The first option of a `Connection` value that is not in [`CONNECTION_OPTIONS`].
+fn names_a_header(value: &HeaderValue) -> Option<String> {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    text.split(',')
+        .map(|t| t.trim_matches([' ', '\t']))
+        .find(|token| {
+            !token.is_empty()
+                && !CONNECTION_OPTIONS
+                    .iter()
+                    .any(|ok| token.eq_ignore_ascii_case(ok))
+        })
+        .map(str::to_owned)
 }
 
 /// What a body's media type asks us to parse.

@@ -111,23 +111,33 @@ impl RouteTable {
 /// (both are prefixes, so no allocation). `None` for any other path, which then goes through
 /// [`normalize`]. A proptest holds the two equal.
 fn plain_core(raw: &str) -> Option<&str> {
-    let b = raw.as_bytes();
-    if b.first() != Some(&b'/')
-        || b.iter().any(|&c| {
-            matches!(c, b'%' | b';' | b'\\' | b' ' | b'\t' | 0x7f) || !(0x20..0x80).contains(&c)
-        })
-    {
-        return None;
+    let body = raw.strip_prefix('/')?;
+    // One pass over the bytes: each one plain, and no empty, `.` or `..` segment.
+    let mut start = 0;
+    for (i, &c) in body.as_bytes().iter().enumerate() {
+        if c == b'/' {
+            if is_dot_segment(&body[start..i]) && i + 1 < body.len() {
+                return None;
+            }
+            start = i + 1;
+        } else if matches!(c, b'%' | b';' | b'\\' | b' ' | b'\t' | 0x7f)
+            || !(0x20..0x80).contains(&c)
+        {
+            return None;
+        }
     }
-    let body = &raw[1..];
+    // One trailing slash is dropped.
     let body = body.strip_suffix('/').unwrap_or(body);
     if body.is_empty() {
         return Some(body);
     }
-    if body.split('/').any(|s| matches!(s, "" | "." | "..")) {
+    if start > body.len() {
+        // The trailing slash ended the last segment; the one before it is the last.
+        start = body.rfind('/').map_or(0, |i| i + 1);
+    }
+    if is_dot_segment(&body[start..]) {
         return None;
     }
-    let start = body.rfind('/').map_or(0, |i| i + 1);
     let last = &body[start..];
     let mut end = last.len();
     loop {
@@ -150,6 +160,11 @@ fn plain_core(raw: &str) -> Option<&str> {
         return None;
     }
     body.get(..start + end)
+}
+
+/// An empty, `.` or `..` path segment.
+fn is_dot_segment(s: &str) -> bool {
+    matches!(s, "" | "." | "..")
 }
 
 /// True when the raw path contains a spelling that frameworks disagree on.

@@ -9,9 +9,11 @@
 //!
 //! This module never imports `admin`, `store`, `reload` or axum.
 
+pub mod drain;
 pub mod error;
 pub mod headers;
 pub mod pool;
+pub mod timer;
 
 use crate::trigger::stopped;
 use std::convert::Infallible;
@@ -127,6 +129,8 @@ pub struct Proxy {
     accepted: Option<Arc<Acceptance>>,
     /// What the legacy clients connect with (HTTP/2 allowed, HTTP/1.1 only), for [`Proxy::fork`].
     connectors: UpstreamConnectorPair,
+    /// The worker's coarse deadlines: HTTP/1.1 header reads, upstream responses, gated bodies.
+    deadlines: timer::Deadlines,
 }
 
 impl Proxy {
@@ -158,6 +162,7 @@ impl Proxy {
             observer: Arc::new(Observer::default()),
             accepted: None,
             connectors,
+            deadlines: timer::Deadlines::new(),
         }
     }
 
@@ -177,6 +182,7 @@ impl Proxy {
             observer: self.observer.clone(),
             accepted: self.accepted.clone(),
             connectors: self.connectors.clone(),
+            deadlines: timer::Deadlines::new(),
         }
     }
 
@@ -371,10 +377,11 @@ impl Proxy {
         };
 
         let (mut parts, body) = req.into_parts();
-        let collected =
-            tokio::time::timeout(snap.body_read_timeout, Limited::new(body, limit).collect())
-                .await
-                .map_err(|_| ProxyError::BodyReadTimeout)?;
+        let collected = self
+            .deadlines
+            .timeout(snap.body_read_timeout, Limited::new(body, limit).collect())
+            .await
+            .map_err(|_| ProxyError::BodyReadTimeout)?;
         let bytes = match collected {
             Ok(c) => c.to_bytes(),
             Err(e)
@@ -527,7 +534,11 @@ impl Proxy {
             // Boxed: its state (the request, hyper's send) would otherwise be carried, and
             // copied, by every future above this one.
             let sent = Box::pin(self.pool.send(&snap.upstream.authority, req));
-            match tokio::time::timeout(snap.upstream_response_timeout, sent).await {
+            match self
+                .deadlines
+                .timeout(snap.upstream_response_timeout, sent)
+                .await
+            {
                 Err(_) => return Err(ProxyError::UpstreamResponseTimeout),
                 Ok(Err(e)) => return Err(classify_pooled(e)),
                 Ok(Ok(r)) => r,
@@ -539,7 +550,11 @@ impl Proxy {
                 &self.client
             };
             let req = Request::from_parts(parts, body);
-            match tokio::time::timeout(snap.upstream_response_timeout, client.request(req)).await {
+            match self
+                .deadlines
+                .timeout(snap.upstream_response_timeout, client.request(req))
+                .await
+            {
                 Err(_) => return Err(ProxyError::UpstreamResponseTimeout),
                 Ok(Err(e)) => return Err(classify(&e)),
                 Ok(Ok(r)) => r.map(pool::UpstreamBody::unpooled),
@@ -846,13 +861,13 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // Every connection holds a receiver: `drain_tx.send(true)` asks them to finish, and
-    // `drain_tx.closed()` resolves once the last one is gone.
-    let (drain_tx, drain_rx) = watch::channel(false);
+    // Every connection is enrolled: `raise` asks them to finish, and `wait` resolves once
+    // the last one is gone.
+    let drain = Arc::new(drain::Drain::default());
     // hyper's own per-protocol builders: hyper-util's `auto::Builder::http1_only()` is
     // ignored by `serve_connection_with_upgrades`, which would accept HTTP/2 prior knowledge.
     let mut h1 = hyper::server::conn::http1::Builder::new();
-    h1.timer(TokioTimer::new())
+    h1.timer(proxy.deadlines.clone())
         .header_read_timeout(proxy.settings.header_read_timeout)
         .keep_alive(true);
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -874,13 +889,13 @@ pub async fn serve(
                         let (proxy, client) = (proxy.clone(), client.clone());
                         async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
                     });
-                    // Subscribed now, so a shutdown also waits for handshakes in progress.
-                    let drain = drain_rx.clone();
+                    // Enrolled now, so a shutdown also waits for handshakes in progress.
+                    let enrolled = drain.enroll();
                     let Some(acceptor) = acceptor.clone() else {
                         let conn = h1
                             .serve_connection(TokioIo::new(stream), svc)
                             .with_upgrades();
-                        let conn = drive(conn, |c| c.graceful_shutdown(), drain);
+                        let conn = drive(conn, |c| c.graceful_shutdown(), enrolled);
                         tokio::spawn(async move {
                             if let Err(e) = conn.await {
                                 tracing::debug!(error = %e, %peer, "connection ended with an error");
@@ -903,11 +918,11 @@ pub async fn serve(
                         };
                         let io = TokioIo::new(stream);
                         let ended = if io.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
-                            drive(h2.serve_connection(io, svc), |c| c.graceful_shutdown(), drain)
+                            drive(h2.serve_connection(io, svc), |c| c.graceful_shutdown(), enrolled)
                                 .await
                         } else {
                             let conn = h1.serve_connection(io, svc).with_upgrades();
-                            drive(conn, |c| c.graceful_shutdown(), drain).await
+                            drive(conn, |c| c.graceful_shutdown(), enrolled).await
                         };
                         if let Err(e) = ended {
                             tracing::debug!(error = %e, %peer, "connection ended with an error");
@@ -924,10 +939,9 @@ pub async fn serve(
         }
     }
     drop(listener);
-    drop(drain_rx);
-    let _ = drain_tx.send(true);
-    tracing::info!(addr = ?local, connections = drain_tx.receiver_count(), "listener closed; draining");
-    if tokio::time::timeout(proxy.settings.shutdown_grace, drain_tx.closed())
+    drain.raise();
+    tracing::info!(addr = ?local, connections = drain.live(), "listener closed; draining");
+    if tokio::time::timeout(proxy.settings.shutdown_grace, drain.wait())
         .await
         .is_err()
     {
@@ -935,25 +949,28 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection until it ends; once `drain` turns true, asks it to finish the
+/// Serves one connection until it ends; once the drain is raised, asks it to finish the
 /// requests in flight and close (`shutdown` is the connection's `graceful_shutdown`).
 async fn drive<C, E>(
     conn: C,
     shutdown: impl FnOnce(std::pin::Pin<&mut C>),
-    mut drain: watch::Receiver<bool>,
+    mut enrolled: drain::Enrolled,
 ) -> Result<(), E>
 where
     C: std::future::Future<Output = Result<(), E>>,
 {
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        // The connection first: it is what wakes the task, nearly always.
-        biased;
-        r = conn.as_mut() => return r,
-        _ = stopped(&mut drain) => {}
-    }
-    shutdown(conn.as_mut());
-    conn.await
+    let mut shutdown = Some(shutdown);
+    std::future::poll_fn(|cx| {
+        if shutdown.is_some()
+            && enrolled.raised(cx)
+            && let Some(shutdown) = shutdown.take()
+        {
+            shutdown(conn.as_mut());
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,0 +1,179 @@
+//! Graceful shutdown of one listener's connections: the drain signal and the count of the
+//! connections still open.
+//!
+//! Every connection is enrolled when it is accepted (so a shutdown also waits for TLS
+//! handshakes in progress) and checks the signal each time its task runs: one atomic load,
+//! and the task's waker is handed over (under a lock) only when it changed, i.e. once per
+//! connection. The alternative, a watch channel's `changed()` polled beside the connection,
+//! costs a lock and a waker comparison on every wake-up of every connection. Raising the
+//! signal wakes every enrolled connection once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Waker};
+
+use tokio::sync::Notify;
+
+/// One listener's drain signal and its enrolled connections.
+#[derive(Default)]
+pub struct Drain {
+    raised: AtomicBool,
+    conns: Mutex<Conns>,
+    /// Notified whenever the last enrolled connection leaves.
+    empty: Notify,
+}
+
+#[derive(Default)]
+struct Conns {
+    /// A slot per enrolled connection (its waker once polled); free slots are in `free`.
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl Drain {
+    fn lock(&self) -> MutexGuard<'_, Conns> {
+        // Nothing panics while holding the lock; the slots are consistent between statements.
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Enrolls a connection: [`Drain::wait`] waits for it to be dropped.
+    pub fn enroll(self: &Arc<Self>) -> Enrolled {
+        let mut conns = self.lock();
+        let key = match conns.free.pop() {
+            Some(key) => key,
+            None => {
+                conns.wakers.push(None);
+                conns.wakers.len() - 1
+            }
+        };
+        conns.live += 1;
+        drop(conns);
+        Enrolled {
+            drain: self.clone(),
+            key,
+            waker: None,
+        }
+    }
+
+    /// Raises the signal and wakes every enrolled connection.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        let wakers: Vec<Waker> = self
+            .lock()
+            .wakers
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// How many connections are enrolled.
+    pub fn live(&self) -> usize {
+        self.lock().live
+    }
+
+    /// Resolves once no connection is enrolled.
+    pub async fn wait(&self) {
+        loop {
+            let empty = self.empty.notified();
+            let mut empty = std::pin::pin!(empty);
+            empty.as_mut().enable();
+            if self.live() == 0 {
+                return;
+            }
+            empty.await;
+        }
+    }
+}
+
+/// A connection's enrollment (see [`Drain::enroll`]); dropping it leaves.
+pub struct Enrolled {
+    drain: Arc<Drain>,
+    key: usize,
+    /// The waker last handed to the drain.
+    waker: Option<Waker>,
+}
+
+impl Enrolled {
+    /// Whether the signal is raised; if not, the task of `cx` is woken when it is.
+    pub fn raised(&mut self, cx: &Context<'_>) -> bool {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            let w = cx.waker().clone();
+            self.drain.lock().wakers[self.key] = Some(w.clone());
+            self.waker = Some(w);
+        }
+        // After handing the waker over: a `raise` either sees it or is seen here.
+        self.drain.raised.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Enrolled {
+    fn drop(&mut self) {
+        let mut conns = self.drain.lock();
+        conns.wakers[self.key] = None;
+        conns.free.push(self.key);
+        conns.live -= 1;
+        let empty = conns.live == 0;
+        drop(conns);
+        if empty {
+            self.drain.empty.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn raising_wakes_a_waiting_connection_and_wait_ends_when_all_left() {
+        let drain = Arc::new(Drain::default());
+        let mut first = drain.enroll();
+        let second = drain.enroll();
+        assert_eq!(drain.live(), 2);
+        let waiting = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                if first.raised(cx) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+        });
+        tokio::task::yield_now().await;
+        drain.raise();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the raise woke the connection")
+            .unwrap();
+        assert_eq!(drain.live(), 1);
+        let d = drain.clone();
+        let all_gone = tokio::spawn(async move { d.wait().await });
+        tokio::task::yield_now().await;
+        assert!(!all_gone.is_finished());
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(10), all_gone)
+            .await
+            .expect("wait ended when the last connection left")
+            .unwrap();
+        // A freed slot is reused.
+        let again = drain.enroll();
+        assert!(again.key < 2);
+        assert_eq!(drain.lock().wakers.len(), 2);
+    }
+
+    #[test]
+    fn wait_with_nobody_enrolled_is_ready() {
+        let drain = Drain::default();
+        let fut = std::pin::pin!(drain.wait());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(fut.poll(&mut cx).is_ready());
+    }
+}
