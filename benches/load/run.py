@@ -187,6 +187,7 @@ def print_table(args, scenarios, results, contenders):
           f"CPU time (user + system, all its processes) per request; "
           f"the gated row compares idgate's checked sign-up with nginx's plain POST proxying; "
           f"ratio = idgate / nginx; floor = examples/hyper_floor.rs, a bare hyper proxy (--floor), floor/n = floor / nginx; "
+          f"nginx headers: {args.nginx_headers}; "
           f"{os.cpu_count()} cores shared by wrk, both proxies and the upstream)")
 
 
@@ -201,6 +202,9 @@ def main():
     ap.add_argument("--no-http", action="store_true", help="skip the plain-HTTP wrk table")
     ap.add_argument("--idgate", help="an idgate binary to measure (default: build target/release/idgate)")
     ap.add_argument("--workers", type=int, help="idgate's `workers:` (data-path threads; default auto, one per CPU)")
+    ap.add_argument("--nginx-headers", choices=("same", "minimal"), default="same",
+                    help="same (default): nginx also sets X-Forwarded-Proto/Host and a request id, as idgate "
+                         "does on every request; minimal: only Host and X-Forwarded-For")
     ap.add_argument("--floor", action="store_true",
                     help="also measure examples/hyper_floor.rs, a bare hyper + tokio proxy: what any hyper-based proxy costs")
     args = ap.parse_args()
@@ -230,7 +234,16 @@ def main():
         sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
            "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # What idgate does to every request, done by nginx too (--nginx-headers same): the
+        # forwarded scheme and host, and a request id (the client's, or a new one) sent up
+        # and returned on the answer.
+        same_work = "" if args.nginx_headers == "minimal" else """
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Request-Id $rid;
+      add_header X-Request-Id $rid always;"""
         procs.append(start_nginx(work, "proxy", f"""
+  map $http_x_request_id $rid {{ default $http_x_request_id; "" $request_id; }}
   upstream app {{ server 127.0.0.1:{up}; keepalive 256; }}
   server {{
     listen 127.0.0.1:{ng} backlog=4096;
@@ -239,7 +252,7 @@ def main():
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;{same_work}
     }}
   }}
   server {{
@@ -252,7 +265,7 @@ def main():
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;{same_work}
     }}
   }}"""))
         email = "user77@allowed77.com"
