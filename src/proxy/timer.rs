@@ -138,33 +138,31 @@ impl Deadlines {
         more
     }
 
-    /// Starts the ticker unless it runs. Called with the lock held.
-    fn start_ticker(&self, wheel: &mut Wheel) {
-        if wheel.ticking {
-            return;
-        }
-        wheel.ticking = true;
-        let this = self.clone();
+    /// Starts the ticker task. Called without the lock (a runtime shutting down drops the
+    /// task at once, and its guard takes the lock), after setting `ticking` under it.
+    fn spawn_ticker(&self) {
+        // Should the runtime drop this task, run or not, the next sleep to wait starts another.
+        let mut guard = Ticking(Some(self.clone()));
         tokio::spawn(async move {
-            // Should the runtime drop this task, the next sleep to wait starts another.
-            let guard = Ticking(this.clone());
-            loop {
+            while let Some(deadlines) = &guard.0 {
                 tokio::time::sleep(TICK).await;
-                if !this.tick(Instant::now()) {
-                    break;
+                if !deadlines.tick(Instant::now()) {
+                    // `tick` cleared `ticking` under the lock; a new ticker may already run.
+                    guard.0 = None;
                 }
             }
-            std::mem::forget(guard);
         });
     }
 }
 
 /// Clears `ticking` if the ticker task is dropped before it ends by itself.
-struct Ticking(Deadlines);
+struct Ticking(Option<Deadlines>);
 
 impl Drop for Ticking {
     fn drop(&mut self) {
-        self.0.lock().ticking = false;
+        if let Some(deadlines) = &self.0 {
+            deadlines.lock().ticking = false;
+        }
     }
 }
 
@@ -205,7 +203,11 @@ impl Future for CoarseSleep {
             Some(w) if w.will_wake(cx.waker()) => {}
             waker => *waker = Some(cx.waker().clone()),
         }
-        self.deadlines.start_ticker(wheel);
+        let start = !std::mem::replace(&mut wheel.ticking, true);
+        drop(guard);
+        if start {
+            self.deadlines.spawn_ticker();
+        }
         Poll::Pending
     }
 }
