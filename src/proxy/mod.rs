@@ -224,10 +224,10 @@ impl Proxy {
     /// Answers one request: forwarded, denied or refused. The request's id (see
     /// [`crate::observe::request_id`]) goes upstream, back on the answer, in the `request`
     /// span of every log line and in the audit log.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<RespBody> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<RespBody> {
         let snap = self.snapshots.load_full();
         let ids = &self.observer.request_ids;
-        let request_id = ids.assign(req.headers_mut());
+        let request_id = ids.assign(req.headers());
         // Ours or checked by `acceptable`: visible ASCII, so `to_str` succeeds.
         let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or(""));
         // For the log line of a refusal: a clone of the URI shares its bytes (no copy).
@@ -518,7 +518,8 @@ impl Proxy {
         };
         parts.version = Version::HTTP_11;
         headers::to_upstream(&mut parts.headers, &peer.ip, peer.secure, upgrade);
-        // Again after `to_upstream`: a client's `Connection: x-request-id` strips it there.
+        // After `to_upstream` (a client's `Connection: x-request-id` would strip it there):
+        // the one value, replacing whatever the client sent.
         parts.headers.insert(
             self.observer.request_ids.header().clone(),
             request_id.clone(),
