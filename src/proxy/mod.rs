@@ -34,7 +34,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tracing::Instrument;
 
 use crate::config::{Mode, RouteKind};
 use crate::gate::decision::{Reason, decide};
@@ -235,10 +234,17 @@ impl Proxy {
         let uri = req.uri().clone();
         let started = Instant::now();
         let mut traffic = Traffic::Ungated;
-        let result = self
-            .dispatch(&snap, req, peer, &request_id, &mut traffic)
-            .instrument(span.clone())
-            .await;
+        // The span entered around each poll, as `Instrumented` would, but with the request's
+        // future pinned where it is made: `instrument` would move (copy) it once more.
+        let result = {
+            let mut dispatched =
+                std::pin::pin!(self.dispatch(&snap, req, peer, &request_id, &mut traffic));
+            std::future::poll_fn(|cx| {
+                let _entered = span.enter();
+                dispatched.as_mut().poll(cx)
+            })
+            .await
+        };
         let _entered = span.enter();
         let metrics = &self.observer.metrics;
         metrics.request_duration(traffic, started.elapsed());
