@@ -28,7 +28,12 @@ struct Conns {
     /// A slot per enrolled connection (its waker once polled); free slots are in `free`.
     wakers: Vec<Option<Waker>>,
     free: Vec<usize>,
-    live: usize,
+}
+
+impl Conns {
+    fn live(&self) -> usize {
+        self.wakers.len() - self.free.len()
+    }
 }
 
 impl Drain {
@@ -47,7 +52,6 @@ impl Drain {
                 conns.wakers.len() - 1
             }
         };
-        conns.live += 1;
         drop(conns);
         Enrolled {
             drain: self.clone(),
@@ -72,7 +76,7 @@ impl Drain {
 
     /// How many connections are enrolled.
     pub fn live(&self) -> usize {
-        self.lock().live
+        self.lock().live()
     }
 
     /// Resolves once no connection is enrolled.
@@ -115,8 +119,7 @@ impl Drop for Enrolled {
         let mut conns = self.drain.lock();
         conns.wakers[self.key] = None;
         conns.free.push(self.key);
-        conns.live -= 1;
-        let empty = conns.live == 0;
+        let empty = conns.live() == 0;
         drop(conns);
         if empty {
             self.drain.empty.notify_waiters();

@@ -44,8 +44,6 @@ struct Wheel {
     slots: Vec<Slot>,
     /// Indexes of the free slots.
     free: Vec<usize>,
-    /// How many slots are `Waiting`.
-    waiting: usize,
     /// A ticker task is running (and will look at the slots again).
     ticking: bool,
 }
@@ -120,16 +118,20 @@ impl Deadlines {
     fn tick(&self, now: Instant) -> bool {
         let mut wake = Vec::new();
         let mut wheel = self.lock();
-        let mut fired = 0;
-        for slot in &mut wheel.slots {
-            if slot.state == SlotState::Waiting && slot.deadline <= now {
+        let mut waiting = 0;
+        for slot in wheel
+            .slots
+            .iter_mut()
+            .filter(|s| s.state == SlotState::Waiting)
+        {
+            if slot.deadline <= now {
                 slot.state = SlotState::Fired;
-                fired += 1;
                 wake.extend(slot.waker.take());
+            } else {
+                waiting += 1;
             }
         }
-        wheel.waiting -= fired;
-        let more = wheel.waiting > 0;
+        let more = waiting > 0;
         wheel.ticking = more;
         drop(wheel);
         for w in wake {
@@ -193,10 +195,7 @@ impl Future for CoarseSleep {
         let slot = &mut wheel.slots[self.key];
         match slot.state {
             SlotState::Fired => return Poll::Ready(()),
-            SlotState::Idle => {
-                slot.state = SlotState::Waiting;
-                wheel.waiting += 1;
-            }
+            SlotState::Idle => slot.state = SlotState::Waiting,
             SlotState::Waiting | SlotState::Free => {}
         }
         match &mut slot.waker {
@@ -216,11 +215,8 @@ impl Drop for CoarseSleep {
     fn drop(&mut self) {
         let mut wheel = self.deadlines.lock();
         let slot = &mut wheel.slots[self.key];
-        let was = std::mem::replace(&mut slot.state, SlotState::Free);
+        slot.state = SlotState::Free;
         slot.waker = None;
-        if was == SlotState::Waiting {
-            wheel.waiting -= 1;
-        }
         wheel.free.push(self.key);
     }
 }
@@ -324,7 +320,7 @@ mod tests {
         .await;
         {
             let wheel = deadlines.lock();
-            assert_eq!(wheel.waiting, 0);
+            assert!(wheel.slots.iter().all(|s| s.state == SlotState::Free));
             assert_eq!(
                 wheel.free.len(),
                 wheel.slots.len(),
