@@ -106,7 +106,9 @@ impl Enrolled {
     pub fn raised(&mut self, cx: &Context<'_>) -> bool {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             let w = cx.waker().clone();
-            self.drain.lock().wakers[self.key] = Some(w.clone());
+            // The replaced waker is dropped after the lock is released.
+            let old = self.drain.lock().wakers[self.key].replace(w.clone());
+            drop(old);
             self.waker = Some(w);
         }
         // After handing the waker over: a `raise` either sees it or is seen here.
@@ -117,10 +119,11 @@ impl Enrolled {
 impl Drop for Enrolled {
     fn drop(&mut self) {
         let mut conns = self.drain.lock();
-        conns.wakers[self.key] = None;
+        let old = conns.wakers[self.key].take();
         conns.free.push(self.key);
         let empty = conns.live() == 0;
         drop(conns);
+        drop(old);
         if empty {
             self.drain.empty.notify_waiters();
         }

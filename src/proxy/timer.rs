@@ -11,7 +11,14 @@
 //! fires within one tick after it passes, never before.
 //!
 //! The ticker runs on the runtime of the first sleep that waits, and only while some sleep
-//! waits: with nothing waiting there is no task and no wake-up.
+//! waits (with HTTP/1.1 connections open that is always: each one's header-read deadline
+//! waits between requests): with nothing waiting there is no task and no wake-up. A
+//! [`Deadlines`] belongs to one runtime (one per worker, see `Proxy::fork`): should the
+//! ticker's runtime end, sleeps polled on another would wait for the next poll to start one.
+//!
+//! The slab keeps the size of the largest number of sleeps alive at once (~48 bytes each, so
+//! a flood of 100k connections leaves ~5 MB), and each tick looks at every slot: ~0.5 ms per
+//! tick at 100k slots.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +34,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 #[error("deadline elapsed")]
 pub struct Elapsed;
 
-/// One set of coarse deadlines and its ticker: one per data-path worker. Clones share it.
+/// One set of coarse deadlines and its ticker: one per data-path worker (one runtime).
+/// Clones share it.
 #[derive(Clone, Default)]
 pub struct Deadlines {
     wheel: Arc<Mutex<Wheel>>,
@@ -198,12 +206,14 @@ impl Future for CoarseSleep {
             SlotState::Idle => slot.state = SlotState::Waiting,
             SlotState::Waiting | SlotState::Free => {}
         }
-        match &mut slot.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            waker => *waker = Some(cx.waker().clone()),
-        }
+        // A replaced waker is dropped after the lock is released, like every waker here.
+        let old = match &mut slot.waker {
+            Some(w) if w.will_wake(cx.waker()) => None,
+            waker => waker.replace(cx.waker().clone()),
+        };
         let start = !std::mem::replace(&mut wheel.ticking, true);
         drop(guard);
+        drop(old);
         if start {
             self.deadlines.spawn_ticker();
         }
@@ -216,8 +226,10 @@ impl Drop for CoarseSleep {
         let mut wheel = self.deadlines.lock();
         let slot = &mut wheel.slots[self.key];
         slot.state = SlotState::Free;
-        slot.waker = None;
+        let old = slot.waker.take();
         wheel.free.push(self.key);
+        drop(wheel);
+        drop(old);
     }
 }
 
