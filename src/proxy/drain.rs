@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Waker};
 
+use slab::Slab;
 use tokio::sync::Notify;
 
 /// One listener's drain signal and its enrolled connections.
@@ -25,15 +26,8 @@ pub struct Drain {
 
 #[derive(Default)]
 struct Conns {
-    /// A slot per enrolled connection (its waker once polled); free slots are in `free`.
-    wakers: Vec<Option<Waker>>,
-    free: Vec<usize>,
-}
-
-impl Conns {
-    fn live(&self) -> usize {
-        self.wakers.len() - self.free.len()
-    }
+    /// A slot per enrolled connection: its waker, once polled.
+    wakers: Slab<Option<Waker>>,
 }
 
 impl Drain {
@@ -44,15 +38,7 @@ impl Drain {
 
     /// Enrolls a connection: [`Drain::wait`] waits for it to be dropped.
     pub fn enroll(self: &Arc<Self>) -> Enrolled {
-        let mut conns = self.lock();
-        let key = match conns.free.pop() {
-            Some(key) => key,
-            None => {
-                conns.wakers.push(None);
-                conns.wakers.len() - 1
-            }
-        };
-        drop(conns);
+        let key = self.lock().wakers.insert(None);
         Enrolled {
             drain: self.clone(),
             key,
@@ -67,7 +53,7 @@ impl Drain {
             .lock()
             .wakers
             .iter_mut()
-            .filter_map(Option::take)
+            .filter_map(|(_, w)| w.take())
             .collect();
         for w in wakers {
             w.wake();
@@ -76,7 +62,7 @@ impl Drain {
 
     /// How many connections are enrolled.
     pub fn live(&self) -> usize {
-        self.lock().live()
+        self.lock().wakers.len()
     }
 
     /// Resolves once no connection is enrolled.
@@ -119,9 +105,8 @@ impl Enrolled {
 impl Drop for Enrolled {
     fn drop(&mut self) {
         let mut conns = self.drain.lock();
-        let old = conns.wakers[self.key].take();
-        conns.free.push(self.key);
-        let empty = conns.live() == 0;
+        let old = conns.wakers.try_remove(self.key);
+        let empty = conns.wakers.is_empty();
         drop(conns);
         drop(old);
         if empty {
@@ -172,7 +157,6 @@ mod tests {
         // A freed slot is reused.
         let again = drain.enroll();
         assert!(again.key < 2);
-        assert_eq!(drain.lock().wakers.len(), 2);
     }
 
     #[test]

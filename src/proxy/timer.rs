@@ -5,7 +5,7 @@
 //! pushes its header-read deadline back at each request, and an upstream answers long before
 //! its timeout. tokio's timer wheel does exact work for each of them (insert, re-insert on
 //! reset, remove on drop, and an eventfd write to wake the driver whenever a new deadline is
-//! the earliest — measured at ~0.3 per proxied request). Here a sleep is a slot in a slab
+//! the earliest — measured at ~0.3 per proxied request). Here a sleep is a slot in a `slab`
 //! behind one uncontended lock (no allocation once the slab has grown), arming it is a store,
 //! and one ticker task per [`Deadlines`] looks at the waiting slots every [`TICK`]: a deadline
 //! fires within one tick after it passes, never before.
@@ -25,6 +25,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use slab::Slab;
 
 /// How often the ticker looks at the waiting deadlines: a deadline fires at most this late.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -49,9 +51,7 @@ impl std::fmt::Debug for Deadlines {
 
 #[derive(Default)]
 struct Wheel {
-    slots: Vec<Slot>,
-    /// Indexes of the free slots.
-    free: Vec<usize>,
+    slots: Slab<Slot>,
     /// A ticker task is running (and will look at the slots again).
     ticking: bool,
 }
@@ -64,7 +64,6 @@ struct Slot {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
-    Free,
     /// Made or reset, not polled since.
     Idle,
     /// Polled: the ticker watches its deadline.
@@ -90,18 +89,7 @@ impl Deadlines {
             waker: None,
             state: SlotState::Idle,
         };
-        let mut wheel = self.lock();
-        let key = match wheel.free.pop() {
-            Some(key) => {
-                wheel.slots[key] = slot;
-                key
-            }
-            None => {
-                wheel.slots.push(slot);
-                wheel.slots.len() - 1
-            }
-        };
-        drop(wheel);
+        let key = self.lock().slots.insert(slot);
         CoarseSleep {
             deadlines: self.clone(),
             key,
@@ -127,10 +115,10 @@ impl Deadlines {
         let mut wake = Vec::new();
         let mut wheel = self.lock();
         let mut waiting = 0;
-        for slot in wheel
+        for (_, slot) in wheel
             .slots
             .iter_mut()
-            .filter(|s| s.state == SlotState::Waiting)
+            .filter(|(_, s)| s.state == SlotState::Waiting)
         {
             if slot.deadline <= now {
                 slot.state = SlotState::Fired;
@@ -204,7 +192,7 @@ impl Future for CoarseSleep {
         match slot.state {
             SlotState::Fired => return Poll::Ready(()),
             SlotState::Idle => slot.state = SlotState::Waiting,
-            SlotState::Waiting | SlotState::Free => {}
+            SlotState::Waiting => {}
         }
         // A replaced waker is dropped after the lock is released, like every waker here.
         let old = match &mut slot.waker {
@@ -224,12 +212,10 @@ impl Future for CoarseSleep {
 impl Drop for CoarseSleep {
     fn drop(&mut self) {
         let mut wheel = self.deadlines.lock();
-        let slot = &mut wheel.slots[self.key];
-        slot.state = SlotState::Free;
-        let old = slot.waker.take();
-        wheel.free.push(self.key);
+        // Its waker is dropped after the lock is released.
+        let slot = wheel.slots.try_remove(self.key);
         drop(wheel);
-        drop(old);
+        drop(slot);
     }
 }
 
@@ -332,12 +318,7 @@ mod tests {
         .await;
         {
             let wheel = deadlines.lock();
-            assert!(wheel.slots.iter().all(|s| s.state == SlotState::Free));
-            assert_eq!(
-                wheel.free.len(),
-                wheel.slots.len(),
-                "a dropped sleep keeps its slot"
-            );
+            assert!(wheel.slots.is_empty(), "a dropped sleep keeps its slot");
         }
         // A new sleep starts a new ticker.
         let slow =
