@@ -58,18 +58,11 @@ struct Wheel {
 
 struct Slot {
     deadline: Instant,
+    /// The waiting task's: set when the sleep is polled, taken when it fires. While it is
+    /// there, the ticker watches the deadline.
     waker: Option<Waker>,
-    state: SlotState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SlotState {
-    /// Made or reset, not polled since.
-    Idle,
-    /// Polled: the ticker watches its deadline.
-    Waiting,
-    /// The ticker saw the deadline pass.
-    Fired,
+    /// The ticker saw the deadline pass (cleared by a reset).
+    fired: bool,
 }
 
 impl Deadlines {
@@ -87,7 +80,7 @@ impl Deadlines {
         let slot = Slot {
             deadline,
             waker: None,
-            state: SlotState::Idle,
+            fired: false,
         };
         let key = self.lock().slots.insert(slot);
         CoarseSleep {
@@ -115,13 +108,9 @@ impl Deadlines {
         let mut wake = Vec::new();
         let mut wheel = self.lock();
         let mut waiting = 0;
-        for (_, slot) in wheel
-            .slots
-            .iter_mut()
-            .filter(|(_, s)| s.state == SlotState::Waiting)
-        {
+        for (_, slot) in wheel.slots.iter_mut().filter(|(_, s)| s.waker.is_some()) {
             if slot.deadline <= now {
-                slot.state = SlotState::Fired;
+                slot.fired = true;
                 wake.extend(slot.waker.take());
             } else {
                 waiting += 1;
@@ -176,9 +165,7 @@ impl CoarseSleep {
         let mut wheel = self.deadlines.lock();
         let slot = &mut wheel.slots[self.key];
         slot.deadline = deadline;
-        if slot.state == SlotState::Fired {
-            slot.state = SlotState::Idle;
-        }
+        slot.fired = false;
     }
 }
 
@@ -189,10 +176,8 @@ impl Future for CoarseSleep {
         let mut guard = self.deadlines.lock();
         let wheel = &mut *guard;
         let slot = &mut wheel.slots[self.key];
-        match slot.state {
-            SlotState::Fired => return Poll::Ready(()),
-            SlotState::Idle => slot.state = SlotState::Waiting,
-            SlotState::Waiting => {}
+        if slot.fired {
+            return Poll::Ready(());
         }
         // A replaced waker is dropped after the lock is released, like every waker here.
         let old = match &mut slot.waker {
