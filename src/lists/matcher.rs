@@ -94,25 +94,22 @@ impl MatcherBuilder {
         if staged.list != self.list {
             return false;
         }
-        // Keys this far ahead get their index slot loaded early (see `Table::touch`).
-        const AHEAD: usize = 8;
-        for r in staged.recs.iter().take(AHEAD) {
-            self.table.touch(r.hash);
-        }
-        for (i, r) in staged.recs.iter().enumerate() {
-            if let Some(next) = staged.recs.get(i + AHEAD) {
-                self.table.touch(next.hash);
+        // Each batch's index slots are loaded together first (see `Table::touch`).
+        const BATCH: usize = 64;
+        for batch in staged.recs.chunks(BATCH) {
+            self.table.touch(batch.iter().map(|r| r.hash));
+            for r in batch {
+                let at = r.display_at as usize;
+                let key_at = at + usize::from(r.key_from);
+                let (Some(display), Some(key)) = (
+                    staged.text.get(at..at + usize::from(r.display_len)),
+                    staged.text.get(key_at..key_at + usize::from(r.key_len)),
+                ) else {
+                    continue;
+                };
+                self.table
+                    .insert_hashed(r.ns, key, display, source.0, r.line, r.hash);
             }
-            let at = r.display_at as usize;
-            let key_at = at + usize::from(r.key_from);
-            let (Some(display), Some(key)) = (
-                staged.text.get(at..at + usize::from(r.display_len)),
-                staged.text.get(key_at..key_at + usize::from(r.key_len)),
-            ) else {
-                continue;
-            };
-            self.table
-                .insert_hashed(r.ns, key, display, source.0, r.line, r.hash);
         }
         true
     }

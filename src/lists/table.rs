@@ -329,12 +329,17 @@ impl Table {
         self.insert_hashed(ns, key, display, source, line, hash(ns, key.as_bytes()))
     }
 
-    /// Loads the slot a key with hash `h` starts probing at, so that it is in cache by the
-    /// time that key is inserted: a caller inserting a run of pre-hashed keys touches a few
-    /// ahead, and the cache misses of a large index overlap instead of coming one at a time.
+    /// Loads the slots the keys with hashes `hs` start probing at, so that they are in cache by
+    /// the time those keys are inserted: a caller inserting a run of pre-hashed keys touches a
+    /// batch before inserting it, and the batch's cache misses overlap (the loads are
+    /// independent, so the CPU issues them all at once) instead of coming one at a time.
     #[inline]
-    pub(crate) fn touch(&self, h: u64) {
-        std::hint::black_box(self.slots.get(home(h, self.mask())).map(|s| s[4]));
+    pub(crate) fn touch(&self, hs: impl Iterator<Item = u64>) {
+        let mask = self.mask();
+        let seen = hs.fold(0u8, |acc, h| {
+            acc ^ self.slots.get(home(h, mask)).map_or(0, |s| s[4])
+        });
+        std::hint::black_box(seen);
     }
 
     /// [`Table::insert`] with the key's [`hash`] computed by the caller (possibly on another
