@@ -198,7 +198,22 @@ impl<R: Read> Blocks<R> {
 }
 
 fn newlines(b: &[u8]) -> u32 {
-    u32::try_from(b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(u32::MAX)
+    u32::try_from(memchr::memchr_iter(b'\n', b).count()).unwrap_or(u32::MAX)
+}
+
+/// Lines of `text` that are not blank or a comment (what a file's matcher is sized for).
+fn entry_lines(text: &[u8]) -> usize {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', text)
+        .chain(std::iter::once(text.len()))
+        .filter(|&end| {
+            let line = text.get(start..end).unwrap_or_default();
+            start = end + 1;
+            line.iter()
+                .find(|c| !c.is_ascii_whitespace())
+                .is_some_and(|&c| c != b'#')
+        })
+        .count()
 }
 
 /// Reads `r` to the end and returns the content hash, the number of lines that are not blank
@@ -207,16 +222,7 @@ fn scan(r: impl Read, block: usize) -> std::io::Result<(u64, usize, u64)> {
     let mut blocks = Blocks::new(r, block);
     let mut entries = 0usize;
     while let Some(b) = blocks.next_block()? {
-        entries += b
-            .text
-            .split('\n')
-            .filter(|l| {
-                l.trim_start_matches(|c: char| c.is_ascii_whitespace())
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b != b'#')
-            })
-            .count();
+        entries += entry_lines(b.text.as_bytes());
         blocks.recycle(b);
     }
     let (hash, bytes) = blocks.finish();
