@@ -8,7 +8,10 @@ Each proxy runs under `valgrind --tool=callgrind` with one worker, behind the sa
 `wrk -t1 -c4` run and the user-space instructions executed are divided by the requests
 answered. Installs valgrind, wrk and nginx from Debian when missing.
 
-  benches/load/instructions.py [--idgate BIN] [--duration 4]
+  benches/load/instructions.py [--idgate BIN] [--duration 4] [--keep DIR]
+
+--keep DIR keeps each row's callgrind profile there (callgrind.N.1, N = the row's number, from
+0), for `callgrind_annotate` to say where the instructions went.
 
 Rows: an ungated GET and an ungated 120-byte JSON POST through idgate and the floor, and a
 gated JSON sign-up through idgate (lists of 1,000 entries: a lookup costs the same at 1M).
@@ -61,6 +64,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--idgate", help="an idgate binary (default: build target/release/idgate)")
     ap.add_argument("--duration", type=int, default=4)
+    ap.add_argument("--keep", help="a directory to keep the callgrind profiles in")
     args = ap.parse_args()
 
     run.ensure_tools()
@@ -116,6 +120,9 @@ workers: 1
             per, n = counted(cmd, port, f"http://127.0.0.1:{port}{path}", script, args.duration,
                              os.path.join(work, f"callgrind.{i}"), env=e)
             print(f"{name:28} {who:7} {per:21,.0f} {n:9}")
+            if args.keep:
+                os.makedirs(args.keep, exist_ok=True)
+                shutil.copy(os.path.join(work, f"callgrind.{i}.1"), args.keep)
             time.sleep(0.2)
         print(f"(callgrind, one worker, wrk -t1 -c4 for {args.duration} s after a 2 s warm-up; "
               "user-space instructions of the proxy process per request answered)")

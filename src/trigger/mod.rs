@@ -13,11 +13,12 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, EventKindMask, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -43,6 +44,8 @@ pub struct Triggers {
     watching: Vec<PathBuf>,
     /// File names of the watched files (read by the watcher's thread).
     names: Arc<RwLock<HashSet<OsString>>>,
+    /// Events the watcher delivered, relevant or not.
+    delivered: Arc<AtomicU64>,
     sighup: Option<Signal>,
 }
 
@@ -52,7 +55,10 @@ impl Triggers {
         let (tx, events) = mpsc::unbounded_channel::<()>();
         let names: Arc<RwLock<HashSet<OsString>>> = Arc::default();
         let watched = names.clone();
-        let watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let counted = delivered.clone();
+        let handler = move |ev: notify::Result<notify::Event>| {
+            counted.fetch_add(1, Ordering::Relaxed);
             // An error from the watcher may mean lost events: re-read to be safe.
             let relevant = match &ev {
                 Ok(ev) => {
@@ -63,7 +69,12 @@ impl Triggers {
             if relevant {
                 let _ = tx.send(());
             }
-        }) {
+        };
+        // Changes only: no open or read-only close events are asked of the kernel, so a
+        // file read often in a watched directory (a page served from it, say) costs nothing.
+        let config = notify::Config::default()
+            .with_event_kinds(EventKindMask::CORE | EventKindMask::ACCESS_CLOSE);
+        let watcher = match RecommendedWatcher::new(handler, config) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!(
@@ -77,8 +88,15 @@ impl Triggers {
             watcher,
             watching: Vec::new(),
             names,
+            delivered,
             sighup: signal(SignalKind::hangup()).ok(),
         }
+    }
+
+    /// Events the file watcher has delivered so far, whether they concerned a watched file or
+    /// not (what a watched directory's other traffic costs).
+    pub fn events_delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     /// Starts watching `files` (through their parent directories) not watched yet.
@@ -268,6 +286,29 @@ mod tests {
         std::os::unix::fs::symlink("..2026_12_03", dir.path().join("..data_tmp")).unwrap();
         std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
         assert_eq!(next(&mut t, &mut stop, 10_000).await, Some(Cause::Changed));
+    }
+
+    /// Reading a watched file, or another file of its directory, is not even delivered as an
+    /// event: the kernel is asked for changes only (a file served from the directory would
+    /// otherwise wake the watcher on every request).
+    #[tokio::test]
+    async fn reads_in_a_watched_directory_are_not_delivered() {
+        let (dir, file, mut t, _tx, mut stop) = watching_one_file();
+        let page = dir.path().join("page.html");
+        std::fs::write(&page, "<p>hi</p>").unwrap();
+        // The write's own events arrive (and are not about the watched file).
+        assert_eq!(next(&mut t, &mut stop, 300).await, None);
+        let before = t.events_delivered();
+        for _ in 0..100 {
+            assert_eq!(std::fs::read_to_string(&page).unwrap(), "<p>hi</p>");
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "a@x.com\n");
+        }
+        assert_eq!(next(&mut t, &mut stop, 300).await, None);
+        assert_eq!(t.events_delivered(), before);
+        // A change is still delivered.
+        std::fs::write(&file, "b@x.com\n").unwrap();
+        assert_eq!(next(&mut t, &mut stop, 10_000).await, Some(Cause::Changed));
+        assert!(t.events_delivered() > before);
     }
 
     /// A directory with `allow.txt` (`a@x.com`) in it, watched; the stop channel.
