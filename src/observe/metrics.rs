@@ -4,10 +4,12 @@
 //! [`crate::oauth::Events`]) and the admin listener, which encodes it at `GET /metrics`.
 //!
 //! Labels are `&'static str` or the route's `Arc<str>` name (a reference-count bump, no
-//! allocation); a family allocates only the first time it sees a label set.
+//! allocation); a family allocates only the first time it sees a label set. The per-request
+//! series (request durations, decisions) are held as handles, so recording one costs no
+//! SipHash of its labels and no family lock.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -16,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
 
 /// A route name as a label value (no copy of the string).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -98,6 +101,9 @@ pub enum Traffic {
 pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
+    /// The decision series seen so far, found by an Fx hash of their labels instead of the
+    /// family's SipHash under its lock (a counter handle shares the family's count).
+    decision_series: RwLock<FxHashMap<DecisionLabels, Counter>>,
     refusals: Family<CauseLabels, Counter>,
     /// The two `request_duration_seconds` series, resolved once (the family is in the
     /// registry): no label hashing or family lock per request.
@@ -237,6 +243,7 @@ impl Metrics {
         Metrics {
             registry,
             decisions,
+            decision_series: RwLock::default(),
             refusals,
             duration_gated,
             duration_ungated,
@@ -257,7 +264,17 @@ impl Metrics {
 
     /// One decision on one identifier.
     pub fn decision(&self, labels: &DecisionLabels) {
-        self.decisions.get_or_create(labels).inc();
+        let read = self.decision_series.read();
+        if let Some(c) = read.as_ref().ok().and_then(|m| m.get(labels)) {
+            c.inc();
+            return;
+        }
+        drop(read);
+        let counter = self.decisions.get_or_create(labels).clone();
+        counter.inc();
+        if let Ok(mut m) = self.decision_series.write() {
+            m.insert(labels.clone(), counter);
+        }
     }
 
     /// An answer of the gate's own: `cause` is the error code (`bad_json`, `busy`, …).
