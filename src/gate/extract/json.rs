@@ -9,10 +9,10 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-use rustc_hash::FxHashSet;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use super::{Refusal, SourceSpec, clip, fold_char, fold_eq};
@@ -50,6 +50,37 @@ impl Hash for Folded<'_> {
         for c in self.0.chars().map(fold_char) {
             state.write_u32(u32::from(c));
         }
+    }
+}
+
+/// The keys of one object so far, for the duplicate check: compared one by one while there are
+/// few (a sign-up form has a handful; no hashing), hashed once there are more (so a body of
+/// many keys costs linear time, not quadratic). The hash is the standard library's keyed
+/// SipHash: the keys are the client's, and an unkeyed hash would let a body of colliding keys
+/// make the set quadratic again.
+#[derive(Default)]
+struct SeenKeys<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: HashSet<Folded<'de>>,
+}
+
+impl<'de> SeenKeys<'de> {
+    /// Keys compared one by one before they move into the hash set.
+    const FEW: usize = 16;
+
+    /// Adds `key`; false when an equal one (after case-folding) was already there.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        if self.many.is_empty() {
+            if self.few.iter().any(|k| fold_eq(k, &key)) {
+                return false;
+            }
+            if self.few.len() < Self::FEW {
+                self.few.push(key);
+                return true;
+            }
+            self.many.extend(self.few.drain(..).map(Folded));
+        }
+        self.many.insert(Folded(key))
     }
 }
 
@@ -285,7 +316,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
             }));
         }
         let keep = self.keep();
-        let mut seen: FxHashSet<Folded<'de>> = FxHashSet::default();
+        let mut seen = SeenKeys::default();
         let mut entries = Vec::new();
         while let Some(key) = map.next_key_seed(StrSeed)? {
             if key.contains('\0') {
@@ -294,7 +325,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
                     reason: "NUL in a JSON object key",
                 }));
             }
-            if !seen.insert(Folded(key.clone())) {
+            if !seen.insert(key.clone()) {
                 return Err(self.ctx.refuse(Refusal::DuplicateField {
                     field: clip(&key),
                     place: "JSON body",
@@ -515,6 +546,46 @@ mod tests {
         }
         // Past serde_json's own recursion limit (128) the refusal is still too_deep.
         assert_eq!(get(&very_deep, "", 500), e("too_deep"));
+    }
+
+    /// The duplicate check holds for objects of any size: a repeat of any earlier key (also
+    /// case-folded, also across the switch from comparing keys to hashing them) is refused, and
+    /// a large object of distinct keys is read.
+    #[test]
+    fn duplicate_keys_are_found_in_objects_of_any_size() {
+        let e = |c: &str| -> Result<Option<String>, String> { Err(c.to_owned()) };
+        let object = |n: usize, extra: &str| {
+            let keys: String = (0..n).map(|i| format!(r#","k{i}":{i}"#)).collect();
+            format!(r#"{{"email":"a@b.co"{keys}{extra}}}"#)
+        };
+        let few = SeenKeys::FEW;
+        for n in [0, 1, few - 2, few - 1, few, few + 1, 3 * few, 20_000] {
+            let text = object(n, "");
+            assert_eq!(
+                get(&text, "/email", 32),
+                Ok(Some("a@b.co".into())),
+                "{n} keys"
+            );
+            for (dup, what) in [("\"EMAIL\":1", "first"), ("\"k0\":1", "second")] {
+                if dup.contains("k0") && n == 0 {
+                    continue;
+                }
+                let text = object(n, &format!(",{dup}"));
+                assert_eq!(
+                    get(&text, "/email", 32),
+                    e("duplicate_field"),
+                    "{n} keys, {what}"
+                );
+            }
+            if n > 0 {
+                let last = format!(",\"K{}\":1", n - 1);
+                assert_eq!(
+                    get(&object(n, &last), "/email", 32),
+                    e("duplicate_field"),
+                    "{n}"
+                );
+            }
+        }
     }
 
     #[test]
