@@ -14,6 +14,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use smallvec::SmallVec;
 
 use super::{Refusal, SourceSpec, clip, fold_char, fold_eq};
 
@@ -60,7 +61,7 @@ impl Hash for Folded<'_> {
 /// make the set quadratic again.
 #[derive(Default)]
 struct SeenKeys<'de> {
-    few: Vec<Cow<'de, str>>,
+    few: SmallVec<[Cow<'de, str>; 8]>,
     many: HashSet<Folded<'de>>,
 }
 
@@ -188,15 +189,19 @@ struct NodeSeed<'c> {
     ctx: Ctx<'c>,
     depth: usize,
     level: usize,
-    live: Vec<usize>,
+    live: Live,
 }
+
+/// Indexes of the pointers running through a value: one or two on a sign-up route, kept
+/// inline (no allocation per value).
+type Live = SmallVec<[usize; 4]>;
 
 impl NodeSeed<'_> {
     fn keep(&self) -> bool {
         self.level == 0 || !self.live.is_empty()
     }
 
-    fn child(&self, matches: impl Fn(&str) -> bool) -> Vec<usize> {
+    fn child(&self, matches: impl Fn(&str) -> bool) -> Live {
         self.live
             .iter()
             .copied()
