@@ -264,17 +264,22 @@ impl Metrics {
 
     /// One decision on one identifier.
     pub fn decision(&self, labels: &DecisionLabels) {
-        let read = self.decision_series.read();
-        if let Some(c) = read.as_ref().ok().and_then(|m| m.get(labels)) {
+        // Nothing panics while holding the lock; were it poisoned, the map is still whole.
+        let read = self
+            .decision_series
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = read.get(labels) {
             c.inc();
             return;
         }
         drop(read);
         let counter = self.decisions.get_or_create(labels).clone();
         counter.inc();
-        if let Ok(mut m) = self.decision_series.write() {
-            m.insert(labels.clone(), counter);
-        }
+        self.decision_series
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(labels.clone(), counter);
     }
 
     /// An answer of the gate's own: `cause` is the error code (`bad_json`, `busy`, …).

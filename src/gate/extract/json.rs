@@ -54,6 +54,9 @@ impl Hash for Folded<'_> {
     }
 }
 
+/// Keys of one object compared one by one (and kept inline) before they are hashed.
+const FEW_KEYS: usize = 16;
+
 /// The keys of one object so far, for the duplicate check: compared one by one while there are
 /// few (a sign-up form has a handful; no hashing), hashed once there are more (so a body of
 /// many keys costs linear time, not quadratic). The hash is the standard library's keyed
@@ -61,21 +64,18 @@ impl Hash for Folded<'_> {
 /// make the set quadratic again.
 #[derive(Default)]
 struct SeenKeys<'de> {
-    few: SmallVec<[Cow<'de, str>; 8]>,
+    few: SmallVec<[Cow<'de, str>; FEW_KEYS]>,
     many: HashSet<Folded<'de>>,
 }
 
 impl<'de> SeenKeys<'de> {
-    /// Keys compared one by one before they move into the hash set.
-    const FEW: usize = 16;
-
     /// Adds `key`; false when an equal one (after case-folding) was already there.
     fn insert(&mut self, key: Cow<'de, str>) -> bool {
         if self.many.is_empty() {
             if self.few.iter().any(|k| fold_eq(k, &key)) {
                 return false;
             }
-            if self.few.len() < Self::FEW {
+            if self.few.len() < FEW_KEYS {
                 self.few.push(key);
                 return true;
             }
@@ -563,7 +563,7 @@ mod tests {
             let keys: String = (0..n).map(|i| format!(r#","k{i}":{i}"#)).collect();
             format!(r#"{{"email":"a@b.co"{keys}{extra}}}"#)
         };
-        let few = SeenKeys::FEW;
+        let few = FEW_KEYS;
         for n in [0, 1, few - 2, few - 1, few, few + 1, 3 * few, 20_000] {
             let text = object(n, "");
             assert_eq!(
