@@ -90,6 +90,9 @@ fn parsing(c: &mut Criterion) {
     g.bench_function("phone", |b| {
         b.iter(|| identifier::parse(black_box("+1 (202) 555-0123"), None, &opts))
     });
+    g.bench_function("phone_e164", |b| {
+        b.iter(|| identifier::parse(black_box("+12025550123"), None, &opts))
+    });
     g.finish();
 
     let email = identifier::parse("j.o.h.n+x@mail.example.co.uk", None, &opts);

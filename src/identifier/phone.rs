@@ -60,6 +60,10 @@ pub fn parse_phone(s: &str, region: Id) -> Result<String, IdentifierError> {
         }
     }
     let e164 = number.format().mode(Mode::E164).to_string();
+    if international && s == e164 {
+        // Already E.164: parsing it back would repeat the parse above exactly.
+        return Ok(e164);
+    }
     match phonenumber::parse(None, &e164) {
         Ok(again)
             if phonenumber::is_valid(&again)
