@@ -40,31 +40,20 @@ pub(super) fn is_tchar(b: u8) -> bool {
     TCHAR[usize::from(b)]
 }
 
-/// [`is_tchar`] for every byte (one load per byte instead of a search of the symbols).
+/// [`is_tchar`] for every byte (one load per byte instead of a search of the symbols):
+/// ALPHA, DIGIT and these.
 static TCHAR: [bool; 256] = {
+    const SYMBOLS: &[u8] = b"!#$%&'*+-.^_`|~";
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        t[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
+    }
+    let mut i = 0;
+    while i < SYMBOLS.len() {
+        t[SYMBOLS[i] as usize] = true;
+        i += 1;
     }
     t
 };
