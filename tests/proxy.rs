@@ -305,6 +305,14 @@ async fn ungated_traffic_streams_through_untouched() {
     let seen = g.upstream.last().unwrap();
     assert!(seen.headers.get("x-original-url").is_none());
     assert!(seen.headers.get("x-rewrite-url").is_none());
+
+    // X-Forwarded-For sent on two lines reaches the upstream as one list, in order, with the
+    // client's address last.
+    let r = raw(g.addr, b"GET /other HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(r.status, 200);
+    let seen = g.upstream.last().unwrap();
+    let xff: Vec<_> = seen.headers.get_all("x-forwarded-for").iter().collect();
+    assert_eq!(xff, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]);
     g.shutdown().await;
 }
 

@@ -117,22 +117,31 @@ pub fn to_upstream(
         headers.insert(header::UPGRADE, proto);
     }
     // One lookup for the read and the write. Without a prior value the peer's value is
-    // shared as is; with one, the joined value takes one allocation.
+    // shared as is; with some, they are joined in order (a client may send the header on more
+    // than one line: RFC 9110 §5.3 makes that one comma-separated list) and the peer's
+    // address appended, in one allocation. Lines that are not visible ASCII, or blank, are
+    // dropped: they carry no address an upstream could use.
     match headers.entry(X_FORWARDED_FOR) {
         header::Entry::Occupied(mut e) => {
-            let joined = e
-                .get()
-                .to_str()
-                .ok()
-                .filter(|p| !p.trim().is_empty())
-                .and_then(|prior| {
-                    let ip = peer_ip.as_bytes();
-                    let mut xff = BytesMut::with_capacity(prior.len() + 2 + ip.len());
-                    xff.extend_from_slice(prior.as_bytes());
-                    xff.extend_from_slice(b", ");
+            let ip = peer_ip.as_bytes();
+            let prior = || {
+                e.iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+            };
+            let len: usize = prior().map(|p| p.len() + 2).sum();
+            let joined = (len > 0)
+                .then(|| {
+                    let mut xff = BytesMut::with_capacity(len + ip.len());
+                    for p in prior() {
+                        xff.extend_from_slice(p.as_bytes());
+                        xff.extend_from_slice(b", ");
+                    }
                     xff.extend_from_slice(ip);
                     HeaderValue::from_maybe_shared(xff.freeze()).ok()
-                });
+                })
+                .flatten();
             e.insert(joined.unwrap_or_else(|| peer_ip.clone()));
         }
         header::Entry::Vacant(e) => {
@@ -239,6 +248,29 @@ mod tests {
             None,
         );
         assert_eq!(h["x-forwarded-for"], "2001:db8::ffff:ffff:ffff:ffff");
+    }
+
+    #[test]
+    fn forwarded_for_lines_are_joined_in_order() {
+        let peer = ip_value("192.0.2.7".parse().unwrap());
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1, 10.0.0.2"),
+            ("accept", "*/*"),
+            ("x-forwarded-for", " 10.0.0.3 "),
+            ("x-forwarded-for", ""),
+            ("x-forwarded-for", "10.0.0.4"),
+        ]);
+        to_upstream(&mut h, &peer, false, None);
+        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4, 192.0.2.7"]);
+
+        // Only blank or non-ASCII lines: the peer alone.
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static(" "));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff").unwrap());
+        to_upstream(&mut h, &peer, false, None);
+        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["192.0.2.7"]);
     }
 
     #[test]
