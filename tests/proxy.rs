@@ -31,6 +31,32 @@ async fn allowed_sign_up_is_forwarded_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn a_compressed_sign_up_is_forwarded_as_the_gate_read_it() {
+    use std::io::Write;
+    let g = start(STANDARD).await;
+    let plain = br#"{"email":"alice@acme.com","password":"hunter2"}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut req = format!(
+        "POST /api/sign-up HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&gz);
+    let r = raw(g.addr, &req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = g.upstream.last().expect("upstream called");
+    assert_eq!(&seen.body[..], &plain[..], "the decoded body is forwarded");
+    assert!(seen.headers.get("content-encoding").is_none());
+    assert_eq!(
+        seen.headers["content-length"],
+        plain.len().to_string().as_str()
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
 async fn denials_use_clerks_envelope_and_never_reach_the_upstream() {
     let g = start(STANDARD).await;
     let cases = [

@@ -20,6 +20,8 @@ mod multipart;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
@@ -658,6 +660,19 @@ pub fn check_passthrough(parts: &Parts) -> Result<(), Refusal> {
 
 /// Finds every identifier value in the request, or refuses it. See the module docs.
 pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>, Refusal> {
+    extract_decoded(parts, body, spec).map(|(found, _)| found)
+}
+
+/// [`extract`], and the body as the gate read it when that is not `body` itself: a
+/// `Content-Encoding` was removed. The proxy forwards those decoded bytes (without the
+/// coding), never the encoded ones: an app that does not decode request bodies would
+/// otherwise parse the compressed bytes, and a gzip header field or a stored deflate block can
+/// carry any plaintext the gate never saw as a field.
+pub fn extract_decoded(
+    parts: &Parts,
+    body: &[u8],
+    spec: &Spec<'_>,
+) -> Result<(Vec<Found>, Option<Vec<u8>>), Refusal> {
     let headers = &parts.headers;
     check_head(headers)?;
     let coding = decode::coding(headers)?;
@@ -752,7 +767,11 @@ pub fn extract(parts: &Parts, body: &[u8], spec: &Spec<'_>) -> Result<Vec<Found>
         read_body(headers, &body, spec, &mut found)?;
     }
     found.sort_by_key(|f| f.source);
-    Ok(found)
+    let decoded = match body {
+        Cow::Owned(d) => Some(d),
+        Cow::Borrowed(_) => None,
+    };
+    Ok((found, decoded))
 }
 
 /// The value of cookie `name` across every `Cookie` header (HTTP/2 may send several). A name

@@ -366,11 +366,15 @@ impl Proxy {
             return Err(ProxyError::BodyTooLarge { limit });
         }
         // Reserve the bytes this body may take before reading it; held until the answer.
-        let want = declared
+        let mut want = declared
             .and_then(|l| usize::try_from(l).ok())
             .unwrap_or(limit)
-            .min(limit)
-            .min(self.budget);
+            .min(limit);
+        if req.headers().contains_key(header::CONTENT_ENCODING) {
+            // A compressed body's decoded bytes (up to the limit) are held next to it.
+            want = want.saturating_add(limit);
+        }
+        let want = want.min(self.budget);
         let _reserved = match u32::try_from(want) {
             Ok(0) => None,
             Ok(n) => Some(
@@ -404,7 +408,7 @@ impl Proxy {
             max_depth: snap.max_json_depth,
             max_decoded: limit,
         };
-        let mut found = extract::extract(&parts, &bytes, &spec)?;
+        let (mut found, decoded) = extract::extract_decoded(&parts, &bytes, &spec)?;
         verify_tokens(route, &mut found, peer, &*self.observer.metrics).await?;
         let mut ids: Vec<Identifier> = Vec::with_capacity(found.len());
         for f in &found {
@@ -457,9 +461,19 @@ impl Proxy {
             }
         }
 
-        // Forward exactly the bytes received, with an exact length: the client's own
-        // Content-Length when it is exactly that number in canonical form (most are; then
-        // nothing is rebuilt), else a new one.
+        // Forward exactly the bytes the gate read, with an exact length: the bytes received,
+        // or, for a compressed body, the decoded bytes without their `Content-Encoding` (an app
+        // that does not decode would parse the compressed bytes, which can carry plaintext the
+        // gate never read as a field). The length is the client's own Content-Length when it
+        // is exactly that number in canonical form (most are; then nothing is rebuilt), else a
+        // new one.
+        let bytes = match decoded {
+            Some(d) => {
+                parts.headers.remove(header::CONTENT_ENCODING);
+                Bytes::from(d)
+            }
+            None => bytes,
+        };
         parts.headers.remove(header::TRANSFER_ENCODING);
         if !is_exact_length(parts.headers.get(header::CONTENT_LENGTH), bytes.len()) {
             parts

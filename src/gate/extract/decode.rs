@@ -1,5 +1,5 @@
-//! `Content-Encoding` handling: which codings are accepted and a bounded decoder used for
-//! inspection only (the upstream still receives the original bytes).
+//! `Content-Encoding` handling: which codings are accepted and a bounded decoder. The proxy
+//! forwards the decoded bytes, without the coding (see `extract_decoded`).
 //!
 //! Accepted: absent/`identity`, `gzip`/`x-gzip` (exactly one member, nothing after it) and
 //! `deflate` (zlib, or raw deflate as some clients send; when the bytes decode both ways to
@@ -52,7 +52,7 @@ pub(super) fn coding(headers: &HeaderMap) -> Result<Coding, Refusal> {
     }
 }
 
-/// Decodes `body` for inspection, refusing output longer than `limit` bytes.
+/// Decodes `body`, refusing output longer than `limit` bytes.
 pub(super) fn decode(body: &[u8], coding: Coding, limit: usize) -> Result<Cow<'_, [u8]>, Refusal> {
     if body.is_empty() {
         return Ok(Cow::Borrowed(body));
