@@ -504,13 +504,17 @@ fn classify(headers: &HeaderMap, body: &[u8]) -> Result<BodyKind, Refusal> {
             utf8_only(&mt)?;
             Ok(BodyKind::Form)
         }
-        ("multipart", "form-data") => match mt.param("boundary") {
-            Some(b) if multipart::valid_boundary(b) => Ok(BodyKind::Multipart(b.to_string())),
-            Some(_) => Err(Refusal::BadContentType("invalid multipart boundary".into())),
-            None => Err(Refusal::BadContentType(
-                "multipart without a boundary".into(),
-            )),
-        },
+        ("multipart", "form-data") => {
+            // Starlette and Django decode the fields with the request's charset.
+            utf8_only(&mt)?;
+            match mt.param("boundary") {
+                Some(b) if multipart::valid_boundary(b) => Ok(BodyKind::Multipart(b.to_string())),
+                Some(_) => Err(Refusal::BadContentType("invalid multipart boundary".into())),
+                None => Err(Refusal::BadContentType(
+                    "multipart without a boundary".into(),
+                )),
+            }
+        }
         ("text", "plain") => {
             let first = body.iter().find(|b| !b.is_ascii_whitespace());
             if matches!(first, Some(b'{' | b'[')) {

@@ -153,8 +153,7 @@ fn parse_part(part: &[u8]) -> Result<Part<'_>, Refusal> {
     if !kind.eq_ignore_ascii_case("form-data") {
         return Err(bad("Content-Disposition must be form-data"));
     }
-    let params =
-        parse_params(params, false).map_err(|e| bad(format!("Content-Disposition: {e}")))?;
+    let params = parse_params(params).map_err(|e| bad(format!("Content-Disposition: {e}")))?;
     let name = params
         .iter()
         .find(|(n, _)| n == "name")
