@@ -554,6 +554,46 @@ async fn safe_method_passthrough_refuses_overrides() {
     g.shutdown().await;
 }
 
+/// A route that gates GET gates HEAD the same way, even with `pass_safe_methods`: frameworks
+/// run the GET handler for a HEAD request.
+#[tokio::test]
+async fn head_is_gated_where_get_is() {
+    let body = STANDARD.replace(
+        "routes:\n",
+        "routes:\n  - name: magic-link\n    methods: [GET]\n    path: /api/magic-link\n    kind: sign_in\n    pass_safe_methods: true\n    identifier: [{ query: email }]\n",
+    );
+    let g = start(&body).await;
+    for method in ["GET", "HEAD"] {
+        let req = format!(
+            "{method} /api/magic-link?email=mallory%40acme.com HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        );
+        let r = raw(g.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 403, "{method}: {}", r.text());
+        let req =
+            format!("{method} /api/magic-link HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let r = raw(g.addr, req.as_bytes()).await;
+        assert_eq!(
+            r.status,
+            400,
+            "{method} without an identifier: {}",
+            r.text()
+        );
+    }
+    assert_eq!(
+        g.upstream.count(),
+        0,
+        "a denied request reached the upstream"
+    );
+    let r = raw(
+        g.addr,
+        b"HEAD /api/magic-link?email=alice%40acme.com HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(g.upstream.count(), 1);
+    g.shutdown().await;
+}
+
 /// The invalid value is echoed clipped and escaped: no 64 KiB reflections, no raw newlines
 /// in the error body or the log line.
 #[tokio::test]

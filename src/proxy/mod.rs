@@ -339,7 +339,11 @@ impl Proxy {
                 "a GET or HEAD request with a body is refused on a gated route",
             ));
         }
-        if !route.methods.contains(method) {
+        // HEAD is gated like GET where the route lists GET: Express, Werkzeug, Django and Rails
+        // run the GET handler for a HEAD request (its side effects and cookies included).
+        let listed = route.methods.contains(method)
+            || (method == Method::HEAD && route.methods.contains(&Method::GET));
+        if !listed {
             if safe && route.pass_safe_methods && !upgrade {
                 let (parts, body) = req.into_parts();
                 extract::check_passthrough(&parts)?;
