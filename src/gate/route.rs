@@ -3,8 +3,9 @@
 //! An attacker picks the spelling of a path; the upstream framework decides what it means. The
 //! gate therefore matches a **superset** of what any framework would route to a gated handler:
 //! the path is percent-decoded, ASCII case-folded, `;params` are cut from every segment, repeated
-//! slashes are collapsed, dot segments are resolved, a trailing slash is dropped and a format
-//! suffix (`/sign-up.json`) is removed from the last segment; a `%` that decoding leaves is
+//! slashes are collapsed, dot segments are resolved, a trailing slash is dropped and format
+//! suffixes (`/sign-up.json`, any `.x` as Rails reads them, stacked or not) are removed from the
+//! last segment; a `%` that decoding leaves is
 //! written `%25`, so the normal form is a fixed point. Configured route paths go through the
 //! same function, so both sides compare like with like.
 //!
@@ -148,7 +149,7 @@ fn plain_core(raw: &str) -> Option<&str> {
         let cur = last.get(..end).unwrap_or("");
         if let Some(dot) = cur.rfind('.') {
             let ext = &cur[dot + 1..];
-            if dot > 0 && !ext.is_empty() && ext.bytes().all(|c| c.is_ascii_alphanumeric()) {
+            if dot > 0 && !ext.is_empty() {
                 end = dot;
             }
         }
@@ -232,7 +233,9 @@ pub fn normalize(raw: &str) -> String {
             }
             if let Some(dot) = last.rfind('.') {
                 let ext = &last[dot + 1..];
-                if dot > 0 && !ext.is_empty() && ext.bytes().all(|c| c.is_ascii_alphanumeric()) {
+                // Any suffix, not only letters and digits: Rails' `(.:format)` takes `[^./?]+`,
+                // so `/sign-up.x-y` reaches the sign-up handler there.
+                if dot > 0 && !ext.is_empty() {
                     last.truncate(dot);
                 }
             }
@@ -281,6 +284,11 @@ mod tests {
             ("/api;v=1/sign-up", "/api/sign-up"),
             ("/api/sign-up.json", "/api/sign-up"),
             ("/api/sign-up.", "/api/sign-up"),
+            ("/api/sign-up.x-y", "/api/sign-up"),
+            ("/api/sign-up.json_x", "/api/sign-up"),
+            ("/api/sign-up.a~b", "/api/sign-up"),
+            ("/api/sign-up.%E2%84%AA", "/api/sign-up"),
+            ("/api/sign-up.a.b-c.", "/api/sign-up"),
             ("/api/sign%2Dup", "/api/sign-up"),
             ("/api/sign-up%20", "/api/sign-up"),
             ("/api\\sign-up", "/api/sign-up"),
