@@ -594,6 +594,43 @@ async fn head_is_gated_where_get_is() {
     g.shutdown().await;
 }
 
+/// Two routes may gate one path for different methods; each request goes to the route that
+/// lists its method.
+#[tokio::test]
+async fn routes_sharing_a_path_each_gate_their_methods() {
+    let body = STANDARD.replace(
+        "  - name: sign-in\n",
+        "  - name: sign-up-link\n    methods: [GET, PUT]\n    path: /API/Sign-Up/\n    kind: sign_up\n    identifier: [{ query: email }]\n  - name: sign-in\n",
+    );
+    let g = start(&body).await;
+    for method in ["GET", "HEAD", "PUT"] {
+        let req = format!(
+            "{method} /api/sign-up?email=mallory%40acme.com HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let r = raw(g.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 403, "{method}: {}", r.text());
+    }
+    let r = post_json(g.addr, "/api/sign-up", r#"{"email":"mallory@acme.com"}"#).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = raw(
+        g.addr,
+        b"DELETE /api/sign-up HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(
+        g.upstream.count(),
+        0,
+        "a denied request reached the upstream"
+    );
+    let r = get(g.addr, "/api/sign-up?email=alice%40acme.com").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_json(g.addr, "/api/sign-up", r#"{"email":"alice@acme.com"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(g.upstream.count(), 2);
+    g.shutdown().await;
+}
+
 /// The invalid value is echoed clipped and escaped: no 64 KiB reflections, no raw newlines
 /// in the error body or the log line.
 #[tokio::test]

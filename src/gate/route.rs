@@ -41,6 +41,16 @@ impl RouteTable {
         RouteTable { paths }
     }
 
+    /// The gated routes whose path is route `i`'s (itself included), in configuration order:
+    /// routes may share a path with different methods.
+    pub fn same_path(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        let path = self.paths.iter().find(|(_, j)| *j == i).map(|(p, _)| p);
+        self.paths
+            .iter()
+            .filter(move |(p, _)| Some(p) == path)
+            .map(|(_, j)| *j)
+    }
+
     /// Matches a request path (as received, without the query).
     pub fn find(&self, raw_path: &str) -> PathMatch {
         if self.paths.is_empty() {

@@ -307,7 +307,7 @@ impl Proxy {
                 "path_ambiguous",
                 "the path uses an encoding (encoded '/' or '\\', NUL, double encoding) that could reach a gated route",
             )),
-            PathMatch::Gated(i) => match snap.routes.get(i) {
+            PathMatch::Gated(i) => match snap.route_for(i, req.method()) {
                 // Boxed: the gated path's state (the buffered body, extraction, token checks)
                 // is large, and an ungated request's future would otherwise carry it.
                 Some(route) => {
@@ -339,11 +339,8 @@ impl Proxy {
                 "a GET or HEAD request with a body is refused on a gated route",
             ));
         }
-        // HEAD is gated like GET where the route lists GET: Express, Werkzeug, Django and Rails
-        // run the GET handler for a HEAD request (its side effects and cookies included).
-        let listed = route.methods.contains(method)
-            || (method == Method::HEAD && route.methods.contains(&Method::GET));
-        if !listed {
+        // HEAD is gated like GET where the route lists GET (`Route::lists`).
+        if !route.lists(method) {
             if safe && route.pass_safe_methods && !upgrade {
                 let (parts, body) = req.into_parts();
                 extract::check_passthrough(&parts)?;

@@ -226,6 +226,13 @@ pub struct TokenCheck {
 }
 
 impl Route {
+    /// Whether the route gates `method`: one it lists, or HEAD where it lists GET (frameworks
+    /// run the GET handler for a HEAD request, side effects and cookies included).
+    pub fn lists(&self, method: &Method) -> bool {
+        self.methods.contains(method)
+            || (*method == Method::HEAD && self.methods.contains(&Method::GET))
+    }
+
     /// The `Allow` header value for a 405.
     pub fn allow_header(&self) -> String {
         self.methods
@@ -323,6 +330,22 @@ impl Policy {
 }
 
 impl Snapshot {
+    /// The route that gates `method` on the path of gated route `i` ([`RouteTable::find`]'s
+    /// answer): routes may share a path with different methods. One that lists the method
+    /// comes first, then one that gates it as HEAD-for-GET, else route `i` itself (which then
+    /// answers 405 or lets a safe method pass).
+    pub fn route_for(&self, i: usize, method: &Method) -> Option<&Route> {
+        let candidates = || {
+            self.route_table
+                .same_path(i)
+                .filter_map(|j| self.routes.get(j))
+        };
+        candidates()
+            .find(|r| r.methods.contains(method))
+            .or_else(|| candidates().find(|r| r.lists(method)))
+            .or_else(|| self.routes.get(i))
+    }
+
     /// The config's and list files' entries of `list`.
     pub fn config_list(&self, list: ListKind) -> &ListLayers {
         match list {
