@@ -585,6 +585,26 @@ async fn id_tokens_are_verified_before_the_lists_decide() {
     )
     .await;
     refused(&g, n, &r, 400, "duplicate_field", "two session cookies");
+    // The name hidden inside another pair, where parsers that split at whitespace or commas
+    // find it: refused, with or without a visible one beside it.
+    for cookie in [
+        format!("theme=dark session={session}"),
+        format!("theme=dark,session={session}"),
+        format!("theme session={session}"),
+        format!("session={session}; theme=dark session=x"),
+    ] {
+        let n = g.upstream.count();
+        let r = send(
+            g.addr,
+            "/api/session",
+            &format!("Cookie: {cookie}\r\n"),
+            "application/json",
+            "",
+        )
+        .await;
+        assert!(!r.text().contains(&session), "the token was echoed");
+        refused(&g, n, &r, 400, "ambiguous_location", &cookie);
+    }
 
     // The provider stops: cached keys still verify (signatures are offline), but an unknown
     // kid needs the provider → 503 with Retry-After, nothing forwarded.

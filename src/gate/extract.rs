@@ -155,6 +155,8 @@ pub enum Refusal {
     DuplicateField { field: String, place: &'static str },
     #[error("{found:?} looks like the identifier field {field:?} spelled differently")]
     AmbiguousLocation { field: String, found: String },
+    #[error("cookie {0:?} is inside another cookie pair, after whitespace or a comma")]
+    HiddenCookie(String),
     #[error("the identifier field {field:?} appears in both the query string and the body")]
     FieldInQueryAndBody { field: String },
     #[error("the identifier at {field:?} is {found}, not a string")]
@@ -197,7 +199,7 @@ impl Refusal {
             Refusal::BadJson(_) => "bad_json",
             Refusal::TooDeep { .. } => "too_deep",
             Refusal::DuplicateField { .. } => "duplicate_field",
-            Refusal::AmbiguousLocation { .. } => "ambiguous_location",
+            Refusal::AmbiguousLocation { .. } | Refusal::HiddenCookie(_) => "ambiguous_location",
             Refusal::FieldInQueryAndBody { .. } => "field_in_query_and_body",
             Refusal::NotAString { .. } => "not_a_string",
             Refusal::BadString { .. } => "bad_string",
@@ -780,7 +782,9 @@ pub fn extract_decoded(
 
 /// The value of cookie `name` across every `Cookie` header (HTTP/2 may send several). A name
 /// sent twice, or a cookie header that is not visible text, is refused: frameworks disagree on
-/// which of two cookies wins.
+/// which of two cookies wins. So is the name hidden inside another pair: Python's
+/// `SimpleCookie` (aiohttp, Bottle) also splits pairs at whitespace, and old RFC 2965 parsers
+/// at commas, so `x=1 session=T` carries a cookie `session` to them and none to the gate.
 fn cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, Refusal> {
     let mut found = None;
     for v in headers.get_all(http::header::COOKIE) {
@@ -789,6 +793,15 @@ fn cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, Refusal> {
             .filter(|t| !t.chars().any(char::is_control))
             .ok_or_else(|| Refusal::BadHeaderValue("cookie".into()))?;
         for pair in text.split(';') {
+            let hidden = pair
+                .split([' ', '\t', ','])
+                .filter(|piece| !piece.is_empty())
+                .skip(1)
+                .any(|piece| piece.split_once('=').map_or(piece, |(k, _)| k) == name);
+            if hidden {
+                // Not the pair itself: its value may be the token.
+                return Err(Refusal::HiddenCookie(clip(name)));
+            }
             let (k, value) = pair.split_once('=').unwrap_or((pair, ""));
             if k.trim() == name {
                 if found.is_some() {
