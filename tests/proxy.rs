@@ -618,6 +618,7 @@ async fn routes_sharing_a_path_each_gate_their_methods() {
     )
     .await;
     assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(r.header("allow").as_deref(), Some("POST, GET, PUT, HEAD"));
     assert_eq!(
         g.upstream.count(),
         0,

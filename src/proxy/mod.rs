@@ -350,7 +350,7 @@ impl Proxy {
             }
             return Err(ProxyError::MethodNotAllowed {
                 method: method.to_string(),
-                allow: route.allow_header(),
+                allow: snap.allow_header(route),
             });
         }
         if upgrade {

@@ -232,15 +232,6 @@ impl Route {
         self.methods.contains(method)
             || (*method == Method::HEAD && self.methods.contains(&Method::GET))
     }
-
-    /// The `Allow` header value for a 405.
-    pub fn allow_header(&self) -> String {
-        self.methods
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 /// The restrictions and precedence that `gate::decide` applies.
@@ -344,6 +335,35 @@ impl Snapshot {
             .find(|r| r.methods.contains(method))
             .or_else(|| candidates().find(|r| r.lists(method)))
             .or_else(|| self.routes.get(i))
+    }
+
+    /// The `Allow` header of a 405 on `route`'s path: the methods of every route on that path,
+    /// and HEAD where GET is one of them (see [`Route::lists`]).
+    pub fn allow_header(&self, route: &Route) -> String {
+        let mut methods: Vec<&Method> = Vec::new();
+        let same = self
+            .routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .into_iter()
+            .flat_map(|i| self.route_table.same_path(i))
+            .filter_map(|j| self.routes.get(j));
+        for m in same.flat_map(|r| &r.methods) {
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+        if methods.is_empty() {
+            methods.extend(&route.methods);
+        }
+        if methods.contains(&&Method::GET) && !methods.contains(&&Method::HEAD) {
+            methods.push(&Method::HEAD);
+        }
+        methods
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The config's and list files' entries of `list`.
