@@ -472,7 +472,7 @@ routes:
     path: /api/userinfo
     kind: sign_in
     identifier:
-      - userinfo: {{ from: {{ header: authorization }}, issuer: "{iss}", verified_field: /email_verified, ca: ca.pem }}
+      - userinfo: {{ from: {{ header: authorization }}, issuer: "{iss}", ca: ca.pem }}  # verified by default: /email_verified
 timeouts:
   upstream_response: 2s
 reload:

@@ -208,6 +208,7 @@ pub(super) struct RawUserinfo {
     pub issuer: Option<S<String>>,
     pub field: Option<S<String>>,
     pub verified_field: Option<S<String>>,
+    pub require_verified: Option<S<bool>>,
     /// `github_emails`: the response is a list of `{email, primary, verified}`.
     pub format: Option<S<String>>,
     pub cache_ttl: Option<S<String>>,

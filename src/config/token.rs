@@ -103,7 +103,9 @@ pub struct UserinfoSource {
     pub issuer: Option<String>,
     /// JSON pointer to the identifier; default `/email`.
     pub field: String,
-    /// JSON pointer that must be `true`, if given.
+    /// JSON pointer that must be `true`: `verified_field`, else `<field>_verified` (as OIDC's
+    /// `email_verified`); `None` only with `require_verified: false` (and for
+    /// `github_emails`, which picks the primary verified address itself).
     pub verified_field: Option<String>,
     pub format: UserinfoFormat,
     /// Default 60 s.
@@ -388,11 +390,24 @@ pub(super) fn userinfo(
     };
     let field =
         pointer(r.field.as_ref(), &format!("{path}.field"), e).unwrap_or_else(|| "/email".into());
-    let verified_field = pointer(
-        r.verified_field.as_ref(),
-        &format!("{path}.verified_field"),
-        e,
-    );
+    // Verified unless the operator opts out: an unverified address is anyone's to claim at a
+    // provider that lets people sign up without confirming it.
+    let require = r.require_verified.as_ref().is_none_or(|s| s.value);
+    let verified_field = match (&r.verified_field, &r.require_verified) {
+        (Some(v), Some(no)) if !no.value => {
+            e.at(
+                format!("{path}.verified_field"),
+                v,
+                "is not checked with `require_verified: false`; remove one of them",
+            );
+            None
+        }
+        (Some(v), _) => pointer(Some(v), &format!("{path}.verified_field"), e),
+        (None, _) if require && format == UserinfoFormat::Object => {
+            Some(format!("{field}_verified"))
+        }
+        (None, _) => None,
+    };
     let cache_ttl = dur(
         r.cache_ttl.as_ref(),
         &format!("{path}.cache_ttl"),
@@ -455,6 +470,41 @@ mod tests {
                 10_000
             )
         );
+    }
+
+    /// A userinfo answer must say the identifier is verified unless the operator opts out.
+    #[test]
+    fn userinfo_requires_a_verified_identifier_by_default() {
+        let verified = |source: &str| {
+            let c = parse(source).unwrap();
+            let Some(TokenSource::Userinfo(u)) = &c.routes[0].identifier[0].token else {
+                panic!("{source}")
+            };
+            u.verified_field.clone()
+        };
+        let base = "userinfo: { from: { header: authorization }, issuer: https://id.example";
+        assert_eq!(
+            verified(&format!("{base} }}")).as_deref(),
+            Some("/email_verified")
+        );
+        assert_eq!(
+            verified(&format!("{base}, field: /phone_number }}")).as_deref(),
+            Some("/phone_number_verified")
+        );
+        assert_eq!(
+            verified(&format!("{base}, verified_field: /ok }}")).as_deref(),
+            Some("/ok")
+        );
+        assert_eq!(
+            verified(&format!("{base}, require_verified: false }}")),
+            None
+        );
+        assert_eq!(verified(&format!("{base}, format: github_emails }}")), None);
+        let both = parse(&format!(
+            "{base}, verified_field: /ok, require_verified: false }}"
+        ))
+        .unwrap_err();
+        assert!(both.contains("require_verified: false"), "{both}");
     }
 
     #[test]
