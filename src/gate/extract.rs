@@ -143,6 +143,8 @@ pub enum Refusal {
     BadCharset(String),
     #[error("a {0} body sent as text/plain; send it with its own content type")]
     TextPlainBody(&'static str),
+    #[error("a JSON body sent as a form; send it as application/json")]
+    JsonAsForm,
     #[error("the {0} is not valid UTF-8")]
     BadUtf8(&'static str),
     #[error("the JSON body starts with a byte order mark")]
@@ -194,6 +196,7 @@ impl Refusal {
             Refusal::UnsupportedContentType(_) => "unsupported_content_type",
             Refusal::BadCharset(_) => "bad_charset",
             Refusal::TextPlainBody(_) => "text_plain_body",
+            Refusal::JsonAsForm => "json_as_form",
             Refusal::BadUtf8(_) => "bad_utf8",
             Refusal::ByteOrderMark => "byte_order_mark",
             Refusal::BadJson(_) => "bad_json",
@@ -280,12 +283,18 @@ struct FieldName {
     php: Option<String>,
 }
 
-/// Splits a key on `[`, `.` and NUL into trimmed segments (`]` dropped), not yet folded.
+/// Splits a key on `[`, `]`, `.` and NUL into trimmed segments, not yet folded. Leading
+/// brackets are dropped first and empty segments after the first are skipped, as qs (Express)
+/// and Rack read keys: `[email]`, `]email`, `user][email` and `user]email` are `email`,
+/// `user[email]` to them.
 fn raw_segments(key: &str) -> impl Iterator<Item = &str> {
-    key.split(['[', '.', '\0']).map(|s| {
-        s.trim_end_matches(']')
-            .trim_matches(|c: char| c.is_ascii_whitespace())
-    })
+    let stripped = key.trim_start_matches(['[', ']']);
+    let key = if stripped.is_empty() { key } else { stripped };
+    key.split(['[', ']', '.', '\0'])
+        .map(|s| s.trim_matches(|c: char| c.is_ascii_whitespace()))
+        .enumerate()
+        .filter(|(i, s)| *i == 0 || !s.is_empty())
+        .map(|(_, s)| s)
 }
 
 /// [`raw_segments`], case-folded (for compiled field names).
@@ -485,6 +494,11 @@ enum BodyKind {
     Multipart(String),
 }
 
+/// The first byte of `body` that is not ASCII whitespace.
+fn first_visible(body: &[u8]) -> Option<u8> {
+    body.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
 fn classify(headers: &HeaderMap, body: &[u8]) -> Result<BodyKind, Refusal> {
     let value = headers
         .get(CONTENT_TYPE)
@@ -504,6 +518,11 @@ fn classify(headers: &HeaderMap, body: &[u8]) -> Result<BodyKind, Refusal> {
         }
         ("application", "x-www-form-urlencoded") => {
             utf8_only(&mt)?;
+            // Apps that parse any body as JSON (`json.loads(request.body)`,
+            // `get_json(force=True)`) would read a JSON document where the gate reads a form.
+            if matches!(first_visible(body), Some(b'{' | b'[')) {
+                return Err(Refusal::JsonAsForm);
+            }
             Ok(BodyKind::Form)
         }
         ("multipart", "form-data") => {
@@ -518,8 +537,7 @@ fn classify(headers: &HeaderMap, body: &[u8]) -> Result<BodyKind, Refusal> {
             }
         }
         ("text", "plain") => {
-            let first = body.iter().find(|b| !b.is_ascii_whitespace());
-            if matches!(first, Some(b'{' | b'[')) {
+            if matches!(first_visible(body), Some(b'{' | b'[')) {
                 Err(Refusal::TextPlainBody("JSON"))
             } else if body.contains(&b'=') {
                 Err(Refusal::TextPlainBody("form"))
