@@ -858,3 +858,22 @@ async fn https_upstream_with_private_ca_mutual_tls_and_h2() {
     .expect("a mismatched client pair is refused");
     assert!(err.contains("does not belong"), "{err}");
 }
+
+/// An HTTP/2 client's cookies in several fields reach an HTTP/1.1 upstream as one `Cookie`
+/// joined with "; " (RFC 9113 §8.2.3), not as lines a server would join with ",".
+#[tokio::test]
+async fn h2_cookie_fields_are_joined_for_an_http1_upstream() {
+    let g = TlsGate::start().await;
+    let cfg = client_config(&g.ca.pem(), &[b"h2"]);
+    let mut h2 = h2_client(tls_connect(g.tls, "app.test", cfg).await).await;
+    let req = Request::get("https://app.test/public")
+        .header("cookie", "a=1")
+        .header("cookie", "session=T")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (s, text) = h2_send(&mut h2, req).await;
+    assert_eq!(s, 200, "{text}");
+    let seen = g.upstream.last().unwrap();
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; session=T"]);
+}

@@ -160,6 +160,28 @@ pub fn to_upstream(
     }
 }
 
+/// Joins the `cookie` fields of an HTTP/2 request into one for an HTTP/1.1 upstream, with
+/// `"; "` (RFC 9113 §8.2.3): HTTP/2 clients may send each cookie in a field of its own, and
+/// servers that join repeated fields with `,` (Werkzeug's, wsgiref, gunicorn) would read them
+/// as one cookie.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let header::Entry::Occupied(mut e) = headers.entry(header::COOKIE) else {
+        return;
+    };
+    if e.iter().nth(1).is_none() {
+        return;
+    }
+    let joined = e
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    // Joined visible values stay a valid value.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        e.insert(v);
+    }
+}
+
 /// Rewrites an upstream response's headers for the client.
 pub fn to_client(headers: &mut HeaderMap, upgraded: bool) {
     let keep = upgraded.then(|| {

@@ -537,6 +537,9 @@ impl Proxy {
                 .build()
                 .map_err(|e| bad("bad_uri", &e.to_string()))?
         };
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookies(&mut parts.headers);
+        }
         parts.version = Version::HTTP_11;
         headers::to_upstream(&mut parts.headers, &peer.ip, peer.secure, upgrade);
         // After `to_upstream` (a client's `Connection: x-request-id` would strip it there):
