@@ -632,6 +632,30 @@ async fn routes_sharing_a_path_each_gate_their_methods() {
     g.shutdown().await;
 }
 
+/// A safe method no route of a path gates passes unread only when every route of the path
+/// lets it (`pass_safe_methods`), whatever their order.
+#[tokio::test]
+async fn a_safe_method_passes_a_shared_path_only_if_every_route_lets_it() {
+    let body = STANDARD.replace(
+        "    kind: sign_up\n",
+        "    kind: sign_up\n    pass_safe_methods: true\n",
+    );
+    let shared = body.replace(
+        "  - name: sign-in\n",
+        "  - name: sign-up-put\n    methods: [PUT]\n    path: /api/sign-up\n    kind: sign_up\n    identifier: [{ json: /email }]\n  - name: sign-in\n",
+    );
+    let g = start(&shared).await;
+    let r = get(g.addr, "/api/sign-up").await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(g.upstream.count(), 0);
+    g.shutdown().await;
+    // The path's only route lets it: it passes.
+    let g = start(&body).await;
+    let r = get(g.addr, "/api/sign-up").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    g.shutdown().await;
+}
+
 /// The invalid value is echoed clipped and escaped: no 64 KiB reflections, no raw newlines
 /// in the error body or the log line.
 #[tokio::test]

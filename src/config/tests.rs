@@ -363,6 +363,13 @@ const INVALID_ROUTES: &[(&str, &str, &str, usize)] = &[
         3,
     ),
     (
+        // The route table cuts format suffixes: /a.v2 is the same route as /a.
+        "  - { name: a, path: /a, kind: sign_up, identifier: [json: /e] }\n  - { name: b, path: /a.v2, kind: sign_in, identifier: [json: /e] }\n",
+        "routes[1].path",
+        "already gated by routes[0]",
+        3,
+    ),
+    (
         "  - { name: a, path: api, kind: sign_up, identifier: [json: /e] }\n",
         "routes[0].path",
         "must start with '/'",

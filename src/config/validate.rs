@@ -586,13 +586,10 @@ fn route_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The form used to detect duplicate routes: lowercase, no trailing slash.
+/// The form used to detect duplicate routes: the one the route table matches on (case, a
+/// trailing slash, format suffixes), so two routes that validate never share a request.
 fn normalized(path: &str) -> String {
-    let lower = path.to_ascii_lowercase();
-    match lower.strip_suffix('/') {
-        Some(s) if !s.is_empty() => s.to_owned(),
-        _ => lower,
-    }
+    crate::gate::route::normalize(path)
 }
 
 fn source(

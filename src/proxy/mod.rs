@@ -367,25 +367,23 @@ impl Proxy {
             return Err(ProxyError::BodyTooLarge { limit });
         }
         // Reserve the bytes this body may take before reading it; held until the answer.
-        let mut want = declared
+        let reserve = |n: usize| match u32::try_from(n) {
+            Ok(0) => Ok(None),
+            Ok(n) => self
+                .buffers
+                .clone()
+                .try_acquire_many_owned(n)
+                .map(Some)
+                .map_err(|_| ProxyError::Busy),
+            Err(_) => Err(ProxyError::Busy),
+        };
+        let want = declared
             .and_then(|l| usize::try_from(l).ok())
             .unwrap_or(limit)
-            .min(limit);
-        if req.headers().contains_key(header::CONTENT_ENCODING) {
-            // A compressed body's decoded bytes (up to the limit) are held next to it.
-            want = want.saturating_add(limit);
-        }
-        let want = want.min(self.budget);
-        let _reserved = match u32::try_from(want) {
-            Ok(0) => None,
-            Ok(n) => Some(
-                self.buffers
-                    .clone()
-                    .try_acquire_many_owned(n)
-                    .map_err(|_| ProxyError::Busy)?,
-            ),
-            Err(_) => return Err(ProxyError::Busy),
-        };
+            .min(limit)
+            .min(self.budget);
+        let _reserved = reserve(want)?;
+        let compressed = req.headers().contains_key(header::CONTENT_ENCODING);
 
         let (mut parts, body) = req.into_parts();
         let collected = self
@@ -402,6 +400,14 @@ impl Proxy {
                 return Err(ProxyError::BodyTooLarge { limit });
             }
             Err(e) => return Err(ProxyError::BodyRead(e.to_string())),
+        };
+
+        // A compressed body's decoded bytes (up to the limit) are held next to it: reserved once
+        // the body has arrived, so a stalled upload holds only its own bytes.
+        let _decoded = if compressed && !bytes.is_empty() {
+            reserve(limit.min(self.budget - want))?
+        } else {
+            None
         };
 
         let spec = Spec {

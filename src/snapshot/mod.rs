@@ -323,8 +323,9 @@ impl Policy {
 impl Snapshot {
     /// The route that gates `method` on the path of gated route `i` ([`RouteTable::find`]'s
     /// answer): routes may share a path with different methods. One that lists the method
-    /// comes first, then one that gates it as HEAD-for-GET, else route `i` itself (which then
-    /// answers 405 or lets a safe method pass).
+    /// comes first, then one that gates it as HEAD-for-GET; for a method none gates, one
+    /// without `pass_safe_methods` (it answers 405: a safe method passes unread only when
+    /// every route of the path lets it), else route `i`.
     pub fn route_for(&self, i: usize, method: &Method) -> Option<&Route> {
         let candidates = || {
             self.route_table
@@ -334,6 +335,7 @@ impl Snapshot {
         candidates()
             .find(|r| r.methods.contains(method))
             .or_else(|| candidates().find(|r| r.lists(method)))
+            .or_else(|| candidates().find(|r| !r.pass_safe_methods))
             .or_else(|| self.routes.get(i))
     }
 
