@@ -261,7 +261,7 @@ routes:
     path: /api/one-tap
     kind: sign_up
     identifier:
-      - jwt: {{ from: {{ form: credential }}, issuer: "{iss}", audience: client-1, ca: ca.pem, jwks_min_refresh: 0s }}
+      - jwt: {{ from: {{ form: credential }}, issuer: "{iss}", audience: client-1, ca: ca.pem, jwks_min_refresh: 100ms }}
   - name: bearer
     path: /api/bearer
     kind: sign_in
@@ -287,6 +287,13 @@ routes:
     kind: sign_in
     identifier:
       - userinfo: {{ from: {{ header: authorization }}, issuer: "{iss}", verified_field: /email_verified, ca: ca.pem }}
+  - name: paired
+    path: /api/paired
+    kind: sign_in
+    identifier:
+      - jwt: {{ from: {{ form: id_token }}, issuer: "{iss}", audience: client-1, ca: ca.pem }}
+      - userinfo: {{ from: {{ header: authorization }}, issuer: "{iss}", ca: ca.pem }}
+      - userinfo: {{ from: {{ form: access_token }}, url: "{iss}/user/emails", format: github_emails, ca: ca.pem }}
   - name: github
     path: /api/github
     kind: sign_up
@@ -526,6 +533,8 @@ async fn id_tokens_are_verified_before_the_lists_decide() {
     let r = one_tap(&g, &rotated).await;
     refused(&g, n, &r, 401, "authentication_invalid", "unknown kid");
     p.state.lock().unwrap().jwks = vec![k2.jwk.clone()];
+    // Past `jwks_min_refresh` (100ms, the least allowed) since the refused kid's fetch.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let r = one_tap(&g, &rotated).await;
     assert_eq!(r.status, 200, "rotated key picked up: {}", r.text());
 
@@ -613,6 +622,7 @@ async fn id_tokens_are_verified_before_the_lists_decide() {
     assert_eq!(r.status, 200, "cached key: {}", r.text());
     let n = g.upstream.count();
     let k3 = signing_key("k3");
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let r = one_tap(&g, &mint(&k3, &claims(&iss, "alice@acme.com"))).await;
     refused(
         &g,
@@ -687,7 +697,54 @@ async fn userinfo_lookups_are_cached_and_fail_closed() {
         "invalid access token",
     );
 
+    // An id_token with a userinfo token: both must name the same subject. GitHub's answer
+    // names none, so it cannot be paired with an id_token.
     let form = "application/x-www-form-urlencoded";
+    p.state.lock().unwrap().userinfo.insert(
+        "at-alice-paired".into(),
+        json!({"sub": "sub-alice@acme.com", "email": "alice@acme.com", "email_verified": true}),
+    );
+    let id_token = mint(
+        &k1,
+        &claims(&p.state.lock().unwrap().issuer, "alice@acme.com"),
+    );
+    let paired = |at: &str, form_extra: &str| {
+        (
+            format!("Authorization: Bearer {at}\r\n"),
+            format!("id_token={id_token}{form_extra}"),
+        )
+    };
+    let (h, b) = paired("at-alice-paired", "");
+    let r = send(g.addr, "/api/paired", &h, form, &b).await;
+    assert_eq!(r.status, 200, "same subject: {}", r.text());
+    let n = g.upstream.count();
+    let (h, b) = paired("at-alice", "");
+    let r = send(g.addr, "/api/paired", &h, form, &b).await;
+    refused(
+        &g,
+        n,
+        &r,
+        401,
+        "authentication_invalid",
+        "different subjects",
+    );
+    let r = send(
+        g.addr,
+        "/api/paired",
+        "",
+        form,
+        &format!("id_token={id_token}&access_token=gh-alice"),
+    )
+    .await;
+    refused(
+        &g,
+        n,
+        &r,
+        401,
+        "authentication_invalid",
+        "GitHub names no subject",
+    );
+
     let r = send(g.addr, "/api/github", "", form, "access_token=gh-alice").await;
     assert_eq!(r.status, 200, "github: {}", r.text());
     let n = g.upstream.count();

@@ -452,7 +452,7 @@ routes:
     path: /api/one-tap
     kind: sign_up
     identifier:
-      - jwt: {{ from: {{ form: credential }}, issuer: "{iss}", audience: client-1, ca: ca.pem, jwks_min_refresh: 0s }}
+      - jwt: {{ from: {{ form: credential }}, issuer: "{iss}", audience: client-1, ca: ca.pem, jwks_min_refresh: 100ms }}
   - name: bearer
     path: /api/bearer
     kind: sign_in
@@ -772,6 +772,7 @@ async fn real_id_tokens_pass_only_when_every_check_holds() {
 
     // An unknown kid: signed by the provider script with a key it never publishes.
     let unknown = mint(&p, &ca, &part(&alice.id_token, 1), true).await;
+    past_min_refresh().await;
     let r = one_tap(&g, &unknown).await;
     refused(
         &g,
@@ -792,6 +793,7 @@ async fn real_id_tokens_pass_only_when_every_check_holds() {
     assert_eq!(p2.issuer, p.issuer);
     let rotated = code_flow(&p2, &ca, "client-1", "alice").await;
     assert_eq!(part(&rotated.id_token, 0)["kid"], "k2");
+    past_min_refresh().await;
     let r = one_tap(&g, &rotated.id_token).await;
     passed(
         &g,
@@ -882,6 +884,7 @@ async fn userinfo_with_real_access_tokens_and_a_stopped_provider() {
         "userinfo, provider stopped",
     );
     assert_eq!(r.header("retry-after").as_deref(), Some("5"));
+    past_min_refresh().await;
     let r = one_tap(&g, &unknown).await;
     refused(
         &g,
@@ -1010,7 +1013,7 @@ async fn jwks_and_userinfo_metrics_change_by_exactly_the_expected_amounts() {
     let unknown = mint(&p, &ca, &part(&alice.id_token, 1), true).await;
     let before = scrape(g.admin).await;
 
-    // one-tap (discovery, min refresh 0 s): the first token fetches, the second is cached.
+    // one-tap (discovery, min refresh 100 ms): the first token fetches, the second is cached.
     assert_eq!(one_tap(&g, &alice.id_token).await.status, 200);
     assert_eq!(one_tap(&g, &alice.id_token).await.status, 200);
     // bearer (jwks_uri, min refresh 1 h): the first token fetches; three unknown kids after
@@ -1020,7 +1023,8 @@ async fn jwks_and_userinfo_metrics_change_by_exactly_the_expected_amounts() {
         assert_eq!(bearer(&g, "/api/bearer", &unknown).await.status, 401);
     }
     assert_eq!(bearer(&g, "/api/bearer", &alice.id_token).await.status, 200);
-    // one-tap, unknown kid: refetched at once (min refresh 0 s), still unknown.
+    // one-tap, unknown kid: refetched once the min refresh (100 ms) has passed, still unknown.
+    past_min_refresh().await;
     assert_eq!(one_tap(&g, &unknown).await.status, 401);
     // userinfo: a miss then a hit; a refused token is cached too.
     for _ in 0..2 {
@@ -1041,6 +1045,7 @@ async fn jwks_and_userinfo_metrics_change_by_exactly_the_expected_amounts() {
             .status,
         503
     );
+    past_min_refresh().await;
     assert_eq!(one_tap(&g, &unknown).await.status, 503);
     // A source whose first fetch fails does not retry before its min refresh (1 h): the
     // second request is refused as unavailable without asking.
@@ -1097,4 +1102,10 @@ async fn jwks_and_userinfo_metrics_change_by_exactly_the_expected_amounts() {
     }
     assert_eq!(forwarded, 6, "the six 200s, and nothing else");
     g.shutdown().await;
+}
+
+/// Waits out the one-tap source's `jwks_min_refresh` (100 ms, the least allowed), so its next
+/// unknown kid refetches the JWKS.
+async fn past_min_refresh() {
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
 }

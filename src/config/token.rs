@@ -334,12 +334,30 @@ pub(super) fn jwt(j: &S<RawJwt>, path: &str, base: &Path, e: &mut Errors) -> Opt
         f.min_refresh,
         e,
     );
+    if let Some(s) = &r.jwks_min_refresh
+        && f.min_refresh < Duration::from_millis(100)
+    {
+        e.at(
+            format!("{path}.jwks_min_refresh"),
+            s,
+            "must be at least 100ms: each token with an unknown kid would fetch the JWKS",
+        );
+    }
     let leeway = dur(
         r.leeway.as_ref(),
         &format!("{path}.leeway"),
         Duration::from_secs(60),
         e,
     );
+    if let Some(s) = &r.leeway
+        && leeway > Duration::from_secs(300)
+    {
+        e.at(
+            format!("{path}.leeway"),
+            s,
+            "must be at most 5m: expired tokens would be accepted that long",
+        );
+    }
     (e.len() == before).then(|| {
         TokenSource::Jwt(JwtSource {
             issuer,
@@ -554,6 +572,14 @@ mod tests {
             (
                 "jwt: { from: { form: c }, issuer: https://i, audience: a }\n        form: x",
                 "one kind",
+            ),
+            (
+                "jwt: { from: { form: c }, issuer: https://i, audience: a, jwks_min_refresh: 0s }",
+                "at least 100ms",
+            ),
+            (
+                "jwt: { from: { form: c }, issuer: https://i, audience: a, leeway: 30d }",
+                "at most 5m",
             ),
             ("userinfo: { from: { form: t } }", "needs `url`"),
             (

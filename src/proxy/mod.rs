@@ -643,7 +643,9 @@ async fn verify_tokens(
     peer: &Peer,
     events: &dyn crate::oauth::Events,
 ) -> Result<(), ProxyError> {
+    // Per kind (id_token, userinfo): the subject named, and whether one was verified.
     let mut subs: [Option<String>; 2] = [None, None];
+    let mut seen = [false; 2];
     for f in found.iter_mut() {
         let Some(Some(check)) = route.tokens.get(f.source) else {
             continue;
@@ -651,6 +653,7 @@ async fn verify_tokens(
         match check.verifier.verify(&f.raw, check.bearer, events).await {
             Ok(v) => {
                 let slot = usize::from(!check.verifier.is_jwt());
+                seen[slot] = true;
                 if !v.sub.is_empty() {
                     if subs[slot].as_ref().is_some_and(|s| *s != v.sub) {
                         return Err(ProxyError::TokenInvalid(
@@ -671,12 +674,23 @@ async fn verify_tokens(
             }
         }
     }
-    if let [Some(a), Some(b)] = &subs
-        && a != b
-    {
-        return Err(ProxyError::TokenInvalid(
-            "the id_token and the userinfo answer name different subjects",
-        ));
+    if seen == [true, true] {
+        // Both kinds: they must name the same account, so each must name one (GitHub's
+        // `/user/emails` answer names none, and an id_token from one account would pass with
+        // another account's access token).
+        match &subs {
+            [Some(a), Some(b)] if a == b => {}
+            [Some(_), Some(_)] => {
+                return Err(ProxyError::TokenInvalid(
+                    "the id_token and the userinfo answer name different subjects",
+                ));
+            }
+            _ => {
+                return Err(ProxyError::TokenInvalid(
+                    "the id_token and the userinfo answer do not both name a subject to match",
+                ));
+            }
+        }
     }
     Ok(())
 }
