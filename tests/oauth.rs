@@ -189,8 +189,15 @@ async fn answer(
         },
         _ => (404, json!({})),
     };
+    // GitHub's rate limit: a 403 that says so in its headers.
+    let limited = bearer == "at-rate-limited";
+    let status = if limited { 403 } else { status };
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+    if limited {
+        resp.headers_mut()
+            .insert("x-ratelimit-remaining", "0".parse().unwrap());
+    }
     resp.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     Ok(resp)
@@ -696,6 +703,22 @@ async fn userinfo_lookups_are_cached_and_fail_closed() {
         "authentication_invalid",
         "invalid access token",
     );
+
+    // A rate-limited 403 is the provider's state, not the token's: 503, and asked again next
+    // time (not cached as a refusal).
+    let before = p.hits("/userinfo");
+    for _ in 0..2 {
+        let r = bearer(&g, "/api/userinfo", "at-rate-limited").await;
+        refused(
+            &g,
+            n,
+            &r,
+            503,
+            "identity_provider_unavailable",
+            "rate-limited",
+        );
+    }
+    assert_eq!(p.hits("/userinfo"), before + 2);
 
     // An id_token with a userinfo token: both must name the same subject. GitHub's answer
     // names none, so it cannot be paired with an id_token.

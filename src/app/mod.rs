@@ -278,6 +278,9 @@ impl Gate {
             observer,
             invitations: cfg.invitations.clone().map(Arc::new),
         });
+        if let Some(warning) = admin_exposure(admin_addr, tls_setup.admin.is_some()) {
+            tracing::warn!("{warning}");
+        }
         match &tls_setup.admin {
             Some((_, server)) => rest.spawn(serve_admin_tls(
                 admin_listener,
@@ -454,5 +457,30 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// The warning for an admin listener reachable from other hosts without TLS: its keys, the
+/// lists and `/metrics` (which needs no key) would cross the network in clear text.
+fn admin_exposure(addr: SocketAddr, tls: bool) -> Option<String> {
+    (!addr.ip().is_loopback() && !tls).then(|| {
+        format!(
+            "the admin listener {addr} is not on loopback and has no TLS: secret keys, list \
+             entries and /metrics cross the network in clear text (set admin.tls, or bind \
+             127.0.0.1 and reach it through a tunnel)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_non_loopback_admin_without_tls_is_warned_about() {
+        let at = |a: &str| a.parse().unwrap();
+        assert!(super::admin_exposure(at("0.0.0.0:9090"), false).is_some());
+        assert!(super::admin_exposure(at("[::]:9090"), false).is_some());
+        assert!(super::admin_exposure(at("0.0.0.0:9090"), true).is_none());
+        assert!(super::admin_exposure(at("127.0.0.1:9090"), false).is_none());
+        assert!(super::admin_exposure(at("[::1]:9090"), false).is_none());
     }
 }

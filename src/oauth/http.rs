@@ -44,6 +44,9 @@ impl std::fmt::Debug for Fetcher {
 pub struct Fetched {
     pub status: StatusCode,
     pub body: Bytes,
+    /// The answer says the client is rate-limited (`Retry-After`, or `X-RateLimit-Remaining:
+    /// 0` as GitHub sends with its 403s): the provider's state, not the token's.
+    pub rate_limited: bool,
 }
 
 impl Fetcher {
@@ -93,12 +96,20 @@ impl Fetcher {
                 OAuthError::Unavailable(format!("{host}: {}", crate::tls::client::error_chain(&e)))
             })?;
             let status = resp.status();
+            let h = resp.headers();
+            let rate_limited = h.contains_key(header::RETRY_AFTER)
+                || h.get("x-ratelimit-remaining")
+                    .is_some_and(|v| v.as_bytes().trim_ascii() == b"0");
             let body = Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
                 .map_err(|e| OAuthError::Unavailable(format!("{host}: reading the answer: {e}")))?
                 .to_bytes();
-            Ok(Fetched { status, body })
+            Ok(Fetched {
+                status,
+                body,
+                rate_limited,
+            })
         };
         tokio::time::timeout(self.timeout, work)
             .await

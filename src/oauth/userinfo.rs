@@ -127,6 +127,13 @@ impl UserinfoVerifier {
         let got = self.fetcher.get(&url, Some(token)).await?;
         match got.status.as_u16() {
             200..=299 => {}
+            // A rate-limited 403 (GitHub's) says nothing about the token: unavailable, so it
+            // is not cached as a refusal.
+            403 if got.rate_limited => {
+                return Err(OAuthError::Unavailable(format!(
+                    "userinfo {url}: rate-limited (403)"
+                )));
+            }
             400 | 401 | 403 => {
                 return Err(OAuthError::Invalid("the provider refused the access token"));
             }
