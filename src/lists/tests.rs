@@ -319,10 +319,7 @@ fn split_entries_grammar() {
         got,
         [
             (4, "bob@x.com"),
-            (4, "+1"),
-            (4, "202"),
-            (4, "555"),
-            (4, "0123"),
+            (4, "+1 202 555 0123"),
             (4, "a#b@x.com"),
             (5, "carol@x.com"),
             (7, "email"),
@@ -333,6 +330,27 @@ fn split_entries_grammar() {
         .map(|t| t.text)
         .collect();
     assert_eq!(got, ["bob@x.com", "email"], "header only on the first line");
+    // Phone numbers written with spaces stay whole (their pieces would be other numbers); a
+    // new number starts at each `+`; other fields still split at spaces.
+    let got: Vec<&str> = split_entries(
+        "+44 20 7946 0958\n+1 (202) 555-0123 +44 20 7946 0958\t+33 1 23 45 67 89\n\"+1 202 555 0199\", a@x.com b@x.com\n+12025550123 # +1 999\n",
+    )
+    .iter()
+    .map(|t| t.text)
+    .collect();
+    assert_eq!(
+        got,
+        [
+            "+44 20 7946 0958",
+            "+1 (202) 555-0123",
+            "+44 20 7946 0958",
+            "+33 1 23 45 67 89",
+            "+1 202 555 0199",
+            "a@x.com",
+            "b@x.com",
+            "+12025550123",
+        ]
+    );
 }
 
 #[test]

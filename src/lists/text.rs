@@ -51,12 +51,55 @@ const HEADERS: &[&str] = &[
     "domains",
 ];
 
-fn is_separator(c: char) -> bool {
-    matches!(c, ',' | ';' | ' ' | '\t' | '\r' | '\u{b}' | '\u{c}')
+/// Separators between fields; spaces and tabs separate too, except inside a phone number.
+fn is_field_separator(c: char) -> bool {
+    matches!(c, ',' | ';' | '\r' | '\u{b}' | '\u{c}')
+}
+
+/// The entries of one field (text between field separators): split at spaces and tabs, except
+/// that a field of phone numbers written with spaces (`+44 20 7946 0958`) is split only before
+/// each `+`: its pieces alone would be other numbers (`2079460958` is a US number).
+fn field_tokens(field: &str) -> impl Iterator<Item = &str> {
+    let t = field.trim_matches([' ', '\t']);
+    let phones = strip_quotes(t).starts_with('+')
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || b"+()-. \t\"".contains(&b));
+    let (numbers, words) = if phones {
+        (Some(Phones { rest: t }), None)
+    } else {
+        (None, Some(field.split([' ', '\t'])))
+    };
+    numbers
+        .into_iter()
+        .flatten()
+        .chain(words.into_iter().flatten())
+}
+
+/// The phone numbers of a field of them: a new one starts at each `+` after a space or tab.
+struct Phones<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Phones<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest.trim_start_matches([' ', '\t']);
+        if rest.is_empty() {
+            return None;
+        }
+        let b = rest.as_bytes();
+        let end = (1..b.len())
+            .find(|&i| b[i] == b'+' && matches!(b[i - 1], b' ' | b'\t'))
+            .unwrap_or(b.len());
+        let (number, tail) = rest.split_at(end);
+        self.rest = tail;
+        Some(number.trim_end_matches([' ', '\t']))
+    }
 }
 
 /// Split list text into entries: one per line or CSV; commas, semicolons, spaces and tabs
-/// also separate. A `#` at the start of a token starts a comment to the end of the line (a `#`
+/// also separate (spaces not inside a phone number that starts with `+`). A `#` at the start of a token starts a comment to the end of the line (a `#`
 /// inside a token is part of it, as in `a#b@x.com`). Blank lines are skipped, surrounding
 /// double quotes stripped, and header words (`email`, `phone`, …) on the first line that has
 /// any token are skipped. A UTF-8 byte-order mark at the start is ignored.
@@ -98,7 +141,8 @@ impl Splitter {
             raw
         };
         let tokens = raw
-            .split(is_separator)
+            .split(is_field_separator)
+            .flat_map(field_tokens)
             .take_while(|t| !t.starts_with('#'))
             .map(strip_quotes)
             .filter(|t| !t.is_empty());
