@@ -123,6 +123,20 @@ async fn broken_edits_keep_the_last_good_snapshot() {
         "gate must stay closed"
     );
 
+    // An allow file with no valid entry (a bare domain is not an allow entry), or an empty one
+    // (read while being rewritten): rejected, never an allow list that `auto` leaves off.
+    for text in ["acme.com\n", "", "# nothing yet\n"] {
+        std::fs::write(g.path("lists/allow.txt"), text).unwrap();
+        let outcome = g.gate().reloader().reload();
+        assert!(
+            matches!(outcome, idgate::reload::Outcome::Rejected(_)),
+            "{text:?}: {outcome:?}"
+        );
+        let err = g.gate().reloader().status().last_error.unwrap();
+        assert!(err.contains("no valid entry"), "{err}");
+        assert_eq!(status_for(g.addr, "x@other.org").await, 403, "{text:?}");
+    }
+
     // A malformed line is skipped and reported; the rest applies.
     std::fs::write(
         g.path("lists/allow.txt"),

@@ -508,6 +508,17 @@ pub fn compile_reusing(
         for w in &part.warnings {
             warnings.push(w.clone());
         }
+        // An allow file with no entry (every line rejected, or read while being rewritten)
+        // would switch `allowlist: auto` off and let everyone in: refused, so the last good
+        // snapshot stays. An empty block file is a list that blocks nothing.
+        if file.list == ListKind::Allow && part.matcher.is_empty() {
+            errors.push(format!(
+                "{}: the allow file has no valid entry ({} line(s) rejected); an empty allow list is not enforced under `allowlist: auto`. Fix the lines, or remove the file from the config",
+                file.path.display(),
+                part.warnings.len()
+            ));
+            continue;
+        }
         match file.list {
             ListKind::Allow => allow_files.push(part),
             ListKind::Block => block_files.push(part),
