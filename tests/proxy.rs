@@ -332,6 +332,17 @@ async fn ungated_traffic_streams_through_untouched() {
     assert!(seen.headers.get("x-original-url").is_none());
     assert!(seen.headers.get("x-rewrite-url").is_none());
 
+    // CONNECT and `*` other than for OPTIONS are refused, never sent up.
+    let n = g.upstream.count();
+    for req in [
+        &b"CONNECT internal.example:22 HTTP/1.1\r\nHost: internal.example:22\r\nConnection: close\r\n\r\n"[..],
+        b"POST * HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw(g.addr, req).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    assert_eq!(g.upstream.count(), n);
+
     // X-Forwarded-For sent on two lines reaches the upstream as one list, in order, with the
     // client's address last.
     let r = raw(g.addr, b"GET /other HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nConnection: close\r\n\r\n").await;
@@ -772,4 +783,73 @@ async fn workers_serve_and_hold_the_port(workers: usize) {
     g.shutdown().await;
     // Every worker's socket is closed: the port can be bound exclusively again.
     std::net::TcpListener::bind(addr).expect("the port is free after shutdown");
+}
+
+/// An upstream may answer before it has read the request body. A connection whose request
+/// body is still on its way (here, stalled by its client) is not lent to the next client,
+/// who would wait for that body until `upstream_response` ran out.
+#[tokio::test]
+async fn a_connection_still_sending_a_stalled_body_is_not_lent_to_the_next_client() {
+    // Answers every request head at once with a 404, without reading bodies.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    write(&cfg, &config_text(up, &format!("workers: 1\n{STANDARD}")));
+    let gate = idgate::app::Gate::start(&cfg).await.expect("gate starts");
+    let addr = gate.proxy_addrs()[0];
+
+    // A client starts a 100 kB upload on an ungated path, sends 3 bytes and stalls; the
+    // upstream has answered already.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stalled.read(&mut byte).await.unwrap(),
+            1,
+            "answer cut short"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 404"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
+    // The next client is answered by the upstream, not left waiting (504) on that connection.
+    for _ in 0..2 {
+        let r = get(addr, "/public").await;
+        assert_eq!(r.status, 404, "{}", r.text());
+    }
+    drop(stalled);
+    gate.shutdown().await;
 }

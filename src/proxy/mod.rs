@@ -281,6 +281,17 @@ impl Proxy {
         if req.headers().get_all(header::HOST).iter().count() > 1 {
             return Err(bad("duplicate_host", "more than one Host header"));
         }
+        // Request targets an origin server does not take: CONNECT's authority form (it would
+        // go up as `CONNECT /` with the client's Host) and `*` other than for OPTIONS.
+        if req.method() == Method::CONNECT {
+            return Err(bad("connect_refused", "CONNECT is not proxied"));
+        }
+        if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+            return Err(bad(
+                "asterisk_form_refused",
+                "the request target * is for OPTIONS only",
+            ));
+        }
         if req.version() == Version::HTTP_2 {
             h2_host(&mut req)?;
         }

@@ -253,10 +253,36 @@ struct Checkin {
 }
 
 impl Checkin {
-    fn put_back(self) {
-        if let Some(pool) = self.pool.upgrade() {
+    /// Hands the connection back once hyper can take another request on it. The response can
+    /// end before the request body was sent (an app that answers without reading it): lent
+    /// out then, the connection would keep the next client waiting for a body that a stalled
+    /// client may never finish. Such a connection goes back when that body is done, or is
+    /// closed after the idle timeout.
+    fn put_back(mut self) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        if self.sender.is_ready() {
             pool.checkin(self.key, self.sender);
+            return;
         }
+        drop(pool);
+        if self.sender.is_closed() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let Some(wait) = self.pool.upgrade().map(|p| p.idle_timeout) else {
+                return;
+            };
+            if let Ok(Ok(())) = tokio::time::timeout(wait, self.sender.ready()).await
+                && let Some(pool) = self.pool.upgrade()
+            {
+                pool.checkin(self.key, self.sender);
+            }
+        });
     }
 }
 
