@@ -56,6 +56,15 @@ fn emails_rejected() {
             "user@example。com",
             IdentifierError::DomainInvalid("example。com".into()),
         ),
+        // IDNA 2003 (Python's codec) maps these to `ss` and `σ`, IDNA 2008 keeps them.
+        (
+            "user@straße.de",
+            IdentifierError::DomainInvalid("straße.de".into()),
+        ),
+        (
+            "user@ς.example",
+            IdentifierError::DomainInvalid("ς.example".into()),
+        ),
         ("me%evil.com@acme.com", IdentifierError::SourceRoute('%')),
         ("evil.com!me@acme.com", IdentifierError::SourceRoute('!')),
         ("", IdentifierError::Empty("email address")),
