@@ -22,6 +22,36 @@ struct Gate {
     _rt: tokio::runtime::Runtime,
 }
 
+/// National phone numbers need the region they are written for: without `--phone-region`
+/// they are rejected (never read as US numbers), with it they are stored in E.164; numbers
+/// written with spaces after their `+` are one entry.
+#[test]
+fn import_reads_national_phone_numbers_only_with_a_region() {
+    let g = start();
+    let file = g.dir.path().join("phones.txt");
+    std::fs::write(&file, "3123456789\n+44 20 7946 0958\n").unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out, err) = lists(&g, &["import", "--block", path, "--no-progress"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("1 added"), "{out}");
+    assert!(format!("{out}{err}").contains("line 1"), "{out}{err}");
+    let (code, out, err) = lists(
+        &g,
+        &[
+            "import",
+            "--block",
+            path,
+            "--phone-region",
+            "IT",
+            "--no-progress",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = lists(&g, &["export", "--list", "block"]);
+    let rows: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rows, ["+442079460958", "+393123456789"], "{out}");
+}
+
 fn start() -> Gate {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let upstream = rt.block_on(idgate::app::demo::start_app()).unwrap();

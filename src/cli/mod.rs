@@ -109,6 +109,10 @@ pub enum ListsCommand {
         /// Never draw the progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Region of phone numbers written without `+` (e.g. `IT`), as the gate's
+        /// `identifiers.default_phone_region`; without it such numbers are rejected.
+        #[arg(long, value_name = "CC")]
+        phone_region: Option<String>,
         #[command(flatten)]
         conn: Connection,
     },
@@ -186,6 +190,7 @@ pub async fn run(cmd: ListsCommand) -> Result<Outcome, CliError> {
             block,
             chunk_size,
             no_progress,
+            phone_region,
             conn,
         } => {
             if allow.is_empty() && block.is_empty() {
@@ -193,6 +198,15 @@ pub async fn run(cmd: ListsCommand) -> Result<Outcome, CliError> {
                     "nothing to import: give --allow FILE and/or --block FILE".into(),
                 ));
             }
+            let opts = ParseOptions {
+                default_region: match phone_region.as_deref() {
+                    None => None,
+                    Some(code) => Some(
+                        crate::identifier::parse_region(code)
+                            .map_err(|e| CliError::Usage(format!("--phone-region: {e}")))?,
+                    ),
+                },
+            };
             let client = AdminClient::new(&conn)?;
             let chunk = usize::try_from(chunk_size).unwrap_or(10_000);
             let mut outcome = Outcome::Done;
@@ -201,7 +215,7 @@ pub async fn run(cmd: ListsCommand) -> Result<Outcome, CliError> {
                 .map(|p| (ListKind::Allow, p))
                 .chain(block.iter().map(|p| (ListKind::Block, p)));
             for (list, path) in files {
-                let summary = import_file(&client, list, path, chunk, !no_progress).await?;
+                let summary = import_file(&client, list, path, &opts, chunk, !no_progress).await?;
                 print!("{}", summary.render(list, path));
                 if !summary.rejected.is_empty() {
                     outcome = Outcome::Rejected;
@@ -301,6 +315,7 @@ pub async fn import_file(
     client: &AdminClient,
     list: ListKind,
     path: &Path,
+    opts: &ParseOptions,
     chunk: usize,
     progress: bool,
 ) -> Result<ImportSummary, CliError> {
@@ -308,13 +323,12 @@ pub async fn import_file(
         path: path.to_path_buf(),
         source,
     })?;
-    let opts = ParseOptions::default();
     let mut summary = ImportSummary::default();
     let mut seen = HashSet::new();
     let mut entries = Vec::new();
     for t in split_entries(&text) {
         summary.read += 1;
-        match parse_entry(t.text, list, &opts) {
+        match parse_entry(t.text, list, opts) {
             Ok(e) => {
                 if seen.insert(e.key(list)) {
                     entries.push(e.to_string());
