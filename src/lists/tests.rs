@@ -384,6 +384,9 @@ fn disposable_builtin() {
     for yes in ["mailinator.com", "x.mailinator.com", "a.b.33mail.com"] {
         assert!(d.contains(yes), "{yes}");
     }
+    // A public suffix on the exact list (edu.pl) denies itself, not the domains
+    // registered under it.
+    assert!(d.contains("edu.pl"));
     for no in [
         "gmail.com",
         "outlook.com",
@@ -391,12 +394,16 @@ fn disposable_builtin() {
         "com",
         "",
         "mailinator.com.example.org",
+        "uw.edu.pl",
+        "student.agh.edu.pl",
     ] {
         assert!(!d.contains(no), "{no}");
     }
-    let custom = DisposableDomains::from_text("# c\nTemp.Example.\n\n");
-    assert_eq!(custom.len(), 1);
-    assert!(custom.contains("a.temp.example") && !custom.contains("example"));
+    let custom = DisposableDomains::from_text("# c\n*.Temp.Example.\nexact.example\n\n");
+    assert_eq!(custom.len(), 2);
+    assert!(custom.contains("a.temp.example") && custom.contains("temp.example"));
+    assert!(custom.contains("exact.example") && !custom.contains("a.exact.example"));
+    assert!(!custom.contains("example"));
 }
 
 #[test]
