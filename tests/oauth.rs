@@ -767,6 +767,10 @@ async fn userinfo_lookups_are_cached_and_fail_closed() {
         "authentication_invalid",
         "GitHub names no subject",
     );
+    // A third token from another account, beside a matching pair: refused too.
+    let (h, b) = paired("at-alice-paired", "&access_token=gh-alice");
+    let r = send(g.addr, "/api/paired", &h, form, &b).await;
+    refused(&g, n, &r, 401, "authentication_invalid", "a third token");
 
     let r = send(g.addr, "/api/github", "", form, "access_token=gh-alice").await;
     assert_eq!(r.status, 200, "github: {}", r.text());

@@ -421,8 +421,20 @@ pub(super) fn userinfo(
             None
         }
         (Some(v), _) => pointer(Some(v), &format!("{path}.verified_field"), e),
-        (None, _) if require && format == UserinfoFormat::Object => {
+        // Only a top-level field has an OIDC-style twin (`/email` → `/email_verified`).
+        (None, _) if require && format == UserinfoFormat::Object && field.rfind('/') == Some(0) => {
             Some(format!("{field}_verified"))
+        }
+        (None, _) if require && format == UserinfoFormat::Object => {
+            // (`field` is nested only when given: the default is `/email`.)
+            if let Some(at) = &r.field {
+                e.at(
+                    format!("{path}.field"),
+                    at,
+                    format!("`{field}` is nested, so there is no `{field}_verified` to check: give `verified_field` (a JSON pointer that must be true), or `require_verified: false` if the provider verifies every address"),
+                );
+            }
+            None
         }
         (None, _) => None,
     };
@@ -518,6 +530,15 @@ mod tests {
             None
         );
         assert_eq!(verified(&format!("{base}, format: github_emails }}")), None);
+        let nested = parse(&format!("{base}, field: /emails/0/value }}")).unwrap_err();
+        assert!(nested.contains("verified_field"), "{nested}");
+        assert_eq!(
+            verified(&format!(
+                "{base}, field: /emails/0/value, verified_field: /ok }}"
+            ))
+            .as_deref(),
+            Some("/ok")
+        );
         let both = parse(&format!(
             "{base}, verified_field: /ok, require_verified: false }}"
         ))

@@ -494,8 +494,14 @@ enum BodyKind {
     Multipart(String),
 }
 
-/// The first byte of `body` that is not ASCII whitespace.
+/// The first byte of `body` that is not ASCII whitespace, after a UTF-8 byte-order mark (JSON
+/// readers skip one: Python's `json.loads` detects `utf-8-sig`). A NUL among the first four
+/// bytes counts as `{`: `json.loads` reads such bytes as UTF-16 or UTF-32 JSON.
 fn first_visible(body: &[u8]) -> Option<u8> {
+    if body.iter().take(4).any(|&b| b == 0) {
+        return Some(b'{');
+    }
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     body.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 

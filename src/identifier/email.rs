@@ -303,10 +303,11 @@ pub fn canonical_domain(s: &str) -> Result<String, IdentifierError> {
         // Label by label, as the label may also be sent in its punycode form.
         let (back, _) = idna::domain_to_unicode(&ascii);
         let sent = s.strip_suffix('.').unwrap_or(s).to_lowercase();
-        // ß and ς are kept by IDNA 2008 (`straße.de` is `xn--strae-oqa.de`) and mapped by
-        // IDNA 2003's transitional processing, which Python's `idna` codec (and Django's mail
-        // code with it) still applies (`strasse.de`): two domains for one spelling.
-        if sent.contains(['ß', 'ς']) {
+        // The four UTS 46 deviations — ß, ς, ZWNJ, ZWJ — are kept by IDNA 2008 (`straße.de` is
+        // `xn--strae-oqa.de`) and mapped by IDNA 2003's transitional processing, which
+        // Python's `idna` codec (and Django's mail code with it) still applies (`strasse.de`;
+        // the joiners deleted): two domains for one spelling.
+        if sent.contains(['ß', 'ς', '\u{200c}', '\u{200d}']) {
             return Err(IdentifierError::DomainInvalid(snippet(s)));
         }
         let back = back.strip_suffix('.').unwrap_or(&back);

@@ -333,7 +333,7 @@ fn split_entries_grammar() {
     // Phone numbers written with spaces stay whole (their pieces would be other numbers); a
     // new number starts at each `+`; other fields still split at spaces.
     let got: Vec<&str> = split_entries(
-        "+44 20 7946 0958\n+1 (202) 555-0123 +44 20 7946 0958\t+33 1 23 45 67 89\n\"+1 202 555 0199\", a@x.com b@x.com\n+12025550123 # +1 999\n",
+        "+44 20 7946 0958\n+1 (202) 555-0123 +44 20 7946 0958\t+33 1 23 45 67 89\n\"+1 202 555 0199\", a@x.com b@x.com\n+12025550123 # +1 999\n+44 20 7946 0959 # London office\n",
     )
     .iter()
     .map(|t| t.text)
@@ -349,6 +349,7 @@ fn split_entries_grammar() {
             "a@x.com",
             "b@x.com",
             "+12025550123",
+            "+44 20 7946 0959",
         ]
     );
 }

@@ -60,19 +60,26 @@ fn is_field_separator(c: char) -> bool {
 /// that a field of phone numbers written with spaces (`+44 20 7946 0958`) is split only before
 /// each `+`: its pieces alone would be other numbers (`2079460958` is a US number).
 fn field_tokens(field: &str) -> impl Iterator<Item = &str> {
-    let t = field.trim_matches([' ', '\t']);
+    // A comment (a token starting with `#`) is left to the caller, which stops there.
+    let b = field.as_bytes();
+    let cut = (0..b.len())
+        .find(|&i| b[i] == b'#' && (i == 0 || matches!(b[i - 1], b' ' | b'\t')))
+        .unwrap_or(b.len());
+    let (head, comment) = field.split_at(cut);
+    let t = head.trim_matches([' ', '\t']);
     let phones = strip_quotes(t).starts_with('+')
         && t.bytes()
             .all(|b| b.is_ascii_digit() || b"+()-. \t\"".contains(&b));
     let (numbers, words) = if phones {
         (Some(Phones { rest: t }), None)
     } else {
-        (None, Some(field.split([' ', '\t'])))
+        (None, Some(head.split([' ', '\t'])))
     };
     numbers
         .into_iter()
         .flatten()
         .chain(words.into_iter().flatten())
+        .chain(comment.split([' ', '\t']))
 }
 
 /// The phone numbers of a field of them: a new one starts at each `+` after a space or tab.

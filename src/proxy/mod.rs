@@ -32,6 +32,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
+use smallvec::SmallVec;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -416,7 +417,11 @@ impl Proxy {
         // A compressed body's decoded bytes (up to the limit) are held next to it: reserved once
         // the body has arrived, so a stalled upload holds only its own bytes.
         let _decoded = if compressed && !bytes.is_empty() {
-            reserve(limit.min(self.budget - want))?
+            // The whole limit, which decoding may fill: short of it, the gate is busy.
+            if self.budget - want < limit {
+                return Err(ProxyError::Busy);
+            }
+            reserve(limit)?
         } else {
             None
         };
@@ -654,25 +659,15 @@ async fn verify_tokens(
     peer: &Peer,
     events: &dyn crate::oauth::Events,
 ) -> Result<(), ProxyError> {
-    // Per kind (id_token, userinfo): the subject named, and whether one was verified.
-    let mut subs: [Option<String>; 2] = [None, None];
-    let mut seen = [false; 2];
+    // The subject each verified token names ("" for none, as GitHub's `/user/emails`).
+    let mut subs: SmallVec<[String; 2]> = SmallVec::new();
     for f in found.iter_mut() {
         let Some(Some(check)) = route.tokens.get(f.source) else {
             continue;
         };
         match check.verifier.verify(&f.raw, check.bearer, events).await {
             Ok(v) => {
-                let slot = usize::from(!check.verifier.is_jwt());
-                seen[slot] = true;
-                if !v.sub.is_empty() {
-                    if subs[slot].as_ref().is_some_and(|s| *s != v.sub) {
-                        return Err(ProxyError::TokenInvalid(
-                            "the tokens name different subjects",
-                        ));
-                    }
-                    subs[slot] = Some(v.sub);
-                }
+                subs.push(v.sub);
                 f.raw = v.identifier;
             }
             Err(crate::oauth::OAuthError::Invalid(reason)) => {
@@ -685,22 +680,19 @@ async fn verify_tokens(
             }
         }
     }
-    if seen == [true, true] {
-        // Both kinds: they must name the same account, so each must name one (GitHub's
-        // `/user/emails` answer names none, and an id_token from one account would pass with
-        // another account's access token).
-        match &subs {
-            [Some(a), Some(b)] if a == b => {}
-            [Some(_), Some(_)] => {
-                return Err(ProxyError::TokenInvalid(
-                    "the id_token and the userinfo answer name different subjects",
-                ));
-            }
-            _ => {
-                return Err(ProxyError::TokenInvalid(
-                    "the id_token and the userinfo answer do not both name a subject to match",
-                ));
-            }
+    // Several tokens in one request must be one account's: each names a subject, the same
+    // one (else an id_token of one account would pass with another account's access token,
+    // e.g. GitHub's, whose answer names none).
+    if subs.len() > 1 {
+        if subs.iter().any(String::is_empty) {
+            return Err(ProxyError::TokenInvalid(
+                "the tokens do not all name a subject to match",
+            ));
+        }
+        if subs.iter().any(|s| *s != subs[0]) {
+            return Err(ProxyError::TokenInvalid(
+                "the tokens name different subjects",
+            ));
         }
     }
     Ok(())

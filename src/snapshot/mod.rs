@@ -327,6 +327,12 @@ impl Snapshot {
     /// without `pass_safe_methods` (it answers 405: a safe method passes unread only when
     /// every route of the path lets it), else route `i`.
     pub fn route_for(&self, i: usize, method: &Method) -> Option<&Route> {
+        // The common case: the route found lists the method (no shared path is looked at).
+        if let Some(r) = self.routes.get(i)
+            && r.methods.contains(method)
+        {
+            return Some(r);
+        }
         let candidates = || {
             self.route_table
                 .same_path(i)
@@ -493,6 +499,7 @@ pub fn compile_reusing(
     let mut compiled = files::compile_files(&changed, &identifiers).into_iter();
     let mut allow_files = Vec::new();
     let mut block_files = Vec::new();
+    let mut empty_allow_files = Vec::new();
     for (file, reused) in inputs.list_files.iter().zip(reused) {
         let part = match reused {
             Some(part) => part,
@@ -508,16 +515,8 @@ pub fn compile_reusing(
         for w in &part.warnings {
             warnings.push(w.clone());
         }
-        // An allow file with no entry (every line rejected, or read while being rewritten)
-        // would switch `allowlist: auto` off and let everyone in: refused, so the last good
-        // snapshot stays. An empty block file is a list that blocks nothing.
         if file.list == ListKind::Allow && part.matcher.is_empty() {
-            errors.push(format!(
-                "{}: the allow file has no valid entry ({} line(s) rejected); an empty allow list is not enforced under `allowlist: auto`. Fix the lines, or remove the file from the config",
-                file.path.display(),
-                part.warnings.len()
-            ));
-            continue;
+            empty_allow_files.push(file.path.display().to_string());
         }
         match file.list {
             ListKind::Allow => allow_files.push(part),
@@ -526,6 +525,22 @@ pub fn compile_reusing(
     }
     let allow = ListLayers::new(allow.build(), allow_files);
     let block = ListLayers::new(block.build(), block_files);
+    // An allow file with no entry (every line rejected, or read while being rewritten) that
+    // leaves the whole allow list empty would switch `allowlist: auto` off and let everyone
+    // in: refused, so the last good snapshot stays. Otherwise it is only worth a warning.
+    for path in empty_allow_files {
+        let opens = cfg.restrictions.allowlist == AllowlistMode::Auto
+            && allow.is_empty()
+            && inputs.store.lists.read(ListKind::Allow).is_empty();
+        let msg = format!(
+            "{path}: the allow file has no valid entry; with `allowlist: auto` an allow list without entries is not enforced"
+        );
+        if opens {
+            errors.push(format!("{msg}: fix the file, or remove it from the config"));
+        } else {
+            warnings.push(msg);
+        }
+    }
     for (list, layers) in [(ListKind::Allow, &allow), (ListKind::Block, &block)] {
         let total = layers.len() + inputs.store.lists.read(list).len();
         if total > cfg.lists.max_entries {
