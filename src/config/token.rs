@@ -411,8 +411,8 @@ pub(super) fn userinfo(
     // Verified unless the operator opts out: an unverified address is anyone's to claim at a
     // provider that lets people sign up without confirming it.
     let require = r.require_verified.as_ref().is_none_or(|s| s.value);
-    let verified_field = match (&r.verified_field, &r.require_verified) {
-        (Some(v), Some(no)) if !no.value => {
+    let verified_field = match &r.verified_field {
+        Some(v) if !require => {
             e.at(
                 format!("{path}.verified_field"),
                 v,
@@ -420,12 +420,11 @@ pub(super) fn userinfo(
             );
             None
         }
-        (Some(v), _) => pointer(Some(v), &format!("{path}.verified_field"), e),
+        Some(v) => pointer(Some(v), &format!("{path}.verified_field"), e),
+        None if !require || format != UserinfoFormat::Object => None,
         // Only a top-level field has an OIDC-style twin (`/email` → `/email_verified`).
-        (None, _) if require && format == UserinfoFormat::Object && field.rfind('/') == Some(0) => {
-            Some(format!("{field}_verified"))
-        }
-        (None, _) if require && format == UserinfoFormat::Object => {
+        None if field.rfind('/') == Some(0) => Some(format!("{field}_verified")),
+        None => {
             // (`field` is nested only when given: the default is `/email`.)
             if let Some(at) = &r.field {
                 e.at(
@@ -436,7 +435,6 @@ pub(super) fn userinfo(
             }
             None
         }
-        (None, _) => None,
     };
     let cache_ttl = dur(
         r.cache_ttl.as_ref(),

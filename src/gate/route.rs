@@ -28,27 +28,35 @@ pub enum PathMatch {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     paths: Vec<(String, usize)>,
+    /// Per route: the routes with its normalized path (itself included), in config order.
+    groups: Vec<Vec<usize>>,
 }
 
 impl RouteTable {
     /// Builds the table from route paths in configuration order.
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
-        let paths = paths
+        let paths: Vec<(String, usize)> = paths
             .into_iter()
             .enumerate()
             .map(|(i, p)| (normalize(p), i))
             .collect();
-        RouteTable { paths }
+        let groups = paths
+            .iter()
+            .map(|(p, _)| {
+                paths
+                    .iter()
+                    .filter(|(q, _)| q == p)
+                    .map(|(_, j)| *j)
+                    .collect()
+            })
+            .collect();
+        RouteTable { paths, groups }
     }
 
     /// The gated routes whose path is route `i`'s (itself included), in configuration order:
-    /// routes may share a path with different methods.
-    pub fn same_path(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        let path = self.paths.iter().find(|(_, j)| *j == i).map(|(p, _)| p);
-        self.paths
-            .iter()
-            .filter(move |(p, _)| Some(p) == path)
-            .map(|(_, j)| *j)
+    /// routes may share a path with different methods. Computed when the table is built.
+    pub fn same_path(&self, i: usize) -> &[usize] {
+        self.groups.get(i).map_or(&[], Vec::as_slice)
     }
 
     /// Matches a request path (as received, without the query).

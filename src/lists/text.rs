@@ -62,8 +62,8 @@ fn is_field_separator(c: char) -> bool {
 fn field_tokens(field: &str) -> impl Iterator<Item = &str> {
     // A comment (a token starting with `#`) is left to the caller, which stops there.
     let b = field.as_bytes();
-    let cut = (0..b.len())
-        .find(|&i| b[i] == b'#' && (i == 0 || matches!(b[i - 1], b' ' | b'\t')))
+    let cut = memchr::memchr_iter(b'#', b)
+        .find(|&i| i == 0 || matches!(b[i - 1], b' ' | b'\t'))
         .unwrap_or(b.len());
     let (head, comment) = field.split_at(cut);
     let t = head.trim_matches([' ', '\t']);
@@ -106,8 +106,9 @@ impl<'a> Iterator for Phones<'a> {
 }
 
 /// Split list text into entries: one per line or CSV; commas, semicolons, spaces and tabs
-/// also separate (spaces not inside a phone number that starts with `+`). A `#` at the start of a token starts a comment to the end of the line (a `#`
-/// inside a token is part of it, as in `a#b@x.com`). Blank lines are skipped, surrounding
+/// also separate (spaces not inside a phone number that starts with `+`). A `#` at the start
+/// of a token starts a comment to the end of the line (a `#` inside a token is part of it, as
+/// in `a#b@x.com`). Blank lines are skipped, surrounding
 /// double quotes stripped, and header words (`email`, `phone`, …) on the first line that has
 /// any token are skipped. A UTF-8 byte-order mark at the start is ignored.
 pub fn split_entries(text: &str) -> Vec<Token<'_>> {

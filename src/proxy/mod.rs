@@ -362,7 +362,7 @@ impl Proxy {
             }
             return Err(ProxyError::MethodNotAllowed {
                 method: method.to_string(),
-                allow: snap.allow_header(route),
+                allow: route.allow.clone(),
             });
         }
         if upgrade {
@@ -416,11 +416,8 @@ impl Proxy {
 
         // A compressed body's decoded bytes (up to the limit) are held next to it: reserved once
         // the body has arrived, so a stalled upload holds only its own bytes.
+        // The whole limit, which decoding may fill: short of it, the gate is busy.
         let _decoded = if compressed && !bytes.is_empty() {
-            // The whole limit, which decoding may fill: short of it, the gate is busy.
-            if self.budget - want < limit {
-                return Err(ProxyError::Busy);
-            }
             reserve(limit)?
         } else {
             None

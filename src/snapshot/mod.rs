@@ -213,6 +213,10 @@ pub struct Route {
     /// `enforce`, or `shadow` (denials are recorded as `would_deny` and forwarded): the
     /// route's own `mode`, else the config's.
     pub mode: Mode,
+    /// The `Allow` header of a 405 on this route's path: the methods of every route on it,
+    /// and HEAD where GET is one of them (see [`Route::lists`]). Set when the snapshot is
+    /// built.
+    pub allow: String,
 }
 
 /// How the value of a token source becomes an identifier.
@@ -336,42 +340,14 @@ impl Snapshot {
         let candidates = || {
             self.route_table
                 .same_path(i)
-                .filter_map(|j| self.routes.get(j))
+                .iter()
+                .filter_map(|&j| self.routes.get(j))
         };
         candidates()
             .find(|r| r.methods.contains(method))
             .or_else(|| candidates().find(|r| r.lists(method)))
             .or_else(|| candidates().find(|r| !r.pass_safe_methods))
             .or_else(|| self.routes.get(i))
-    }
-
-    /// The `Allow` header of a 405 on `route`'s path: the methods of every route on that path,
-    /// and HEAD where GET is one of them (see [`Route::lists`]).
-    pub fn allow_header(&self, route: &Route) -> String {
-        let mut methods: Vec<&Method> = Vec::new();
-        let same = self
-            .routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-            .into_iter()
-            .flat_map(|i| self.route_table.same_path(i))
-            .filter_map(|j| self.routes.get(j));
-        for m in same.flat_map(|r| &r.methods) {
-            if !methods.contains(&m) {
-                methods.push(m);
-            }
-        }
-        if methods.is_empty() {
-            methods.extend(&route.methods);
-        }
-        if methods.contains(&&Method::GET) && !methods.contains(&&Method::HEAD) {
-            methods.push(&Method::HEAD);
-        }
-        methods
-            .iter()
-            .map(|m| m.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 
     /// The config's and list files' entries of `list`.
@@ -425,6 +401,29 @@ impl Snapshot {
 pub enum CompileError {
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),
+}
+
+/// The `Allow` header for the routes `group` (one path): their methods in config order, and
+/// HEAD where GET is one of them.
+fn allow_header(routes: &[Route], group: &[usize]) -> String {
+    let mut methods: Vec<&Method> = Vec::new();
+    for m in group
+        .iter()
+        .filter_map(|&j| routes.get(j))
+        .flat_map(|r| &r.methods)
+    {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    if methods.contains(&&Method::GET) && !methods.contains(&&Method::HEAD) {
+        methods.push(&Method::HEAD);
+    }
+    methods
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn builtin_disposable() -> Arc<DisposableDomains> {
@@ -528,10 +527,10 @@ pub fn compile_reusing(
     // An allow file with no entry (every line rejected, or read while being rewritten) that
     // leaves the whole allow list empty would switch `allowlist: auto` off and let everyone
     // in: refused, so the last good snapshot stays. Otherwise it is only worth a warning.
+    let opens = cfg.restrictions.allowlist == AllowlistMode::Auto
+        && allow.is_empty()
+        && inputs.store.lists.read(ListKind::Allow).is_empty();
     for path in empty_allow_files {
-        let opens = cfg.restrictions.allowlist == AllowlistMode::Auto
-            && allow.is_empty()
-            && inputs.store.lists.read(ListKind::Allow).is_empty();
         let msg = format!(
             "{path}: the allow file has no valid entry; with `allowlist: auto` an allow list without entries is not enforced"
         );
@@ -611,7 +610,15 @@ pub fn compile_reusing(
             pass_safe_methods: r.pass_safe_methods,
             body_limit: usize::try_from(r.body_limit_or(&cfg.limits)).unwrap_or(usize::MAX),
             mode: r.mode.unwrap_or(cfg.mode),
+            allow: String::new(),
         });
+    }
+    let route_table = RouteTable::new(routes.iter().map(|r| r.path.as_str()));
+    let allow_headers: Vec<String> = (0..routes.len())
+        .map(|i| allow_header(&routes, route_table.same_path(i)))
+        .collect();
+    for (r, allow) in routes.iter_mut().zip(allow_headers) {
+        r.allow = allow;
     }
 
     let upstream = match (cfg.upstream.scheme(), cfg.upstream.authority()) {
@@ -651,7 +658,7 @@ pub fn compile_reusing(
     Ok(Snapshot {
         generation,
         built_at: SystemTime::now(),
-        route_table: RouteTable::new(routes.iter().map(|r| r.path.as_str())),
+        route_table,
         routes,
         allow,
         block,
