@@ -99,16 +99,18 @@ def children(pid):
 
 
 def cpu_seconds(pids):
+    """User and system CPU seconds used so far by these processes (all their threads)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            system += int(fields[12])
         except OSError:
             pass
-    return total / tick
+    return user / tick, system / tick
 
 
 def rss_mb(pids):
@@ -166,25 +168,26 @@ def write_lists(work, n, tag=""):
 
 def print_table(args, scenarios, results, contenders):
     print()
-    print(f"{'scenario':32} {'proxy':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} {'µs/req':>7} {'RSS MB':>7} {'errors':>6} {'non2xx':>6}")
+    print(f"{'scenario':32} {'proxy':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} {'µs/req':>7} {'usr':>5} {'sys':>5} {'RSS MB':>7} {'errors':>6} {'non2xx':>6}")
     for name, *_ in scenarios:
         row = {}
         for who, _port, pids in contenders:
             rs = results[(name, who)]
             med = lambda k: sorted(x[k] for x in rs)[len(rs) // 2]
-            row[who] = {k: med(k) for k in ("rps", "p50", "p99", "cpu", "us")}
+            row[who] = {k: med(k) for k in ("rps", "p50", "p99", "cpu", "us", "usr", "sys")}
             row[who]["rss"] = rss_mb(pids())
             row[who]["errors"] = sum(x["errors"] for x in rs)
             row[who]["non2xx"] = sum(x["non2xx"] for x in rs)
             v = row[who]
-            print(f"{name:32} {who:7} {v['rps']:9.0f} {v['p50']:8.2f} {v['p99']:8.2f} {v['cpu']:7.1f} {v['us']:7.1f} {v['rss']:7.0f} {v['errors']:6} {v['non2xx']:6}")
+            print(f"{name:32} {who:7} {v['rps']:9.0f} {v['p50']:8.2f} {v['p99']:8.2f} {v['cpu']:7.1f} {v['us']:7.1f} {v['usr']:5.1f} {v['sys']:5.1f} {v['rss']:7.0f} {v['errors']:6} {v['non2xx']:6}")
         b = row["nginx"]
         for who, label in (("idgate", "ratio"), ("floor", "floor/n")):
             if who in row:
                 a = row[who]
-                print(f"{'':32} {label:7} {a['rps'] / b['rps']:9.2f} {a['p50'] / b['p50']:8.2f} {a['p99'] / b['p99']:8.2f} {'':7} {a['us'] / b['us']:7.2f}")
+                print(f"{'':32} {label:7} {a['rps'] / b['rps']:9.2f} {a['p50'] / b['p50']:8.2f} {a['p99'] / b['p99']:8.2f} {'':7} {a['us'] / b['us']:7.2f} {a['usr'] / b['usr']:5.2f} {a['sys'] / b['sys']:5.2f}")
     print(f"\n(median of {args.rounds} rounds of {args.duration} s, wrk -t2 -c64, order alternating; µs/req = the proxy's "
-          f"CPU time (user + system, all its processes) per request; "
+          f"CPU time (user + system, all its processes) per request, split into usr (user space: the proxy's code) and "
+          f"sys (kernel: its socket calls); "
           f"the gated row compares idgate's checked sign-up with nginx's plain POST proxying; "
           f"ratio = idgate / nginx; floor = examples/hyper_floor.rs, a bare hyper proxy (--floor), floor/n = floor / nginx; "
           f"nginx headers: {args.nginx_headers}; "
@@ -332,11 +335,16 @@ reload: {{ debounce: 100ms, interval: 0s }}
                 order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
                 for who, port, pids in order:
                     path = ipath if who == "idgate" else npath
-                    c0 = cpu_seconds(pids())
+                    u0, s0 = cpu_seconds(pids())
                     res = wrk(f"http://127.0.0.1:{port}{path}", args.duration, script)
-                    res["cpu"] = cpu_seconds(pids()) - c0
+                    u1, s1 = cpu_seconds(pids())
+                    res["cpu"] = (u1 - u0) + (s1 - s0)
                     # CPU per request: unlike req/s, it holds up when other work shares the cores.
-                    res["us"] = res["cpu"] / max(res["rps"] * args.duration, 1) * 1e6
+                    # Split into user space (the proxy's own code) and the kernel (the sockets).
+                    n = max(res["rps"] * args.duration, 1)
+                    res["us"] = res["cpu"] / n * 1e6
+                    res["usr"] = (u1 - u0) / n * 1e6
+                    res["sys"] = (s1 - s0) / n * 1e6
                     results.setdefault((name, who), []).append(res)
         if not args.no_http:
             print_table(args, scenarios, results, contenders)

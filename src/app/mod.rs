@@ -463,7 +463,8 @@ async fn wait_for_signal() {
 /// The warning for an admin listener reachable from other hosts without TLS: its keys, the
 /// lists and `/metrics` (which needs no key) would cross the network in clear text.
 fn admin_exposure(addr: SocketAddr, tls: bool) -> Option<String> {
-    (!addr.ip().is_loopback() && !tls).then(|| {
+    // `to_canonical`: an IPv4-mapped loopback (`::ffff:127.0.0.1`) is loopback too.
+    (!addr.ip().to_canonical().is_loopback() && !tls).then(|| {
         format!(
             "the admin listener {addr} is not on loopback and has no TLS: secret keys, list \
              entries and /metrics cross the network in clear text (set admin.tls, or bind \
@@ -482,5 +483,7 @@ mod tests {
         assert!(super::admin_exposure(at("0.0.0.0:9090"), true).is_none());
         assert!(super::admin_exposure(at("127.0.0.1:9090"), false).is_none());
         assert!(super::admin_exposure(at("[::1]:9090"), false).is_none());
+        assert!(super::admin_exposure(at("[::ffff:127.0.0.1]:9090"), false).is_none());
+        assert!(super::admin_exposure(at("[::ffff:10.0.0.1]:9090"), false).is_some());
     }
 }

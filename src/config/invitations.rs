@@ -252,7 +252,9 @@ pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
 /// Whether `host` is `localhost` or a loopback IP address (plain text is allowed only there).
 pub fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 fn dur(s: Option<&S<String>>, path: &str, default: Duration, e: &mut Errors) -> Duration {
@@ -774,6 +776,7 @@ mod tests {
             "127.3.4.5",
             "::1",
             "[::1]",
+            "[::ffff:127.0.0.1]",
             "LOCALHOST",
         ] {
             assert!(is_loopback_host(h), "{h}");
@@ -783,6 +786,7 @@ mod tests {
             "10.0.0.1",
             "localhost.evil.com",
             "0.0.0.0",
+            "[::ffff:10.0.0.1]",
             "",
         ] {
             assert!(!is_loopback_host(h), "{h}");

@@ -31,6 +31,7 @@ mod validate;
 
 pub use invitations::{InvitationsConfig, Retry, SmsWebhookConfig, SmtpConfig, SmtpTls};
 pub use token::{Fetch, JwtKeys, JwtSource, TokenSource, UserinfoFormat, UserinfoSource};
+pub use validate::MAX_BODY_LIMIT;
 
 /// A validated config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -293,6 +293,12 @@ const INVALID: &[(&str, &str, &str, usize)] = &[
     ),
     ("limits:\n  body: 0\n", "limits.body", "greater than 0", 2),
     (
+        "limits:\n  body: 33MiB\n",
+        "limits.body",
+        "above the most",
+        2,
+    ),
+    (
         "limits:\n  body: 64 parsecs\n",
         "limits.body",
         "not a size",
@@ -481,6 +487,12 @@ const INVALID_ROUTES: &[(&str, &str, &str, usize)] = &[
         "  - { name: a, path: /a, kind: sign_up, identifier: [json: /e], body_limit: 0B }\n",
         "routes[0].body_limit",
         "greater than 0",
+        2,
+    ),
+    (
+        "  - { name: a, path: /a, kind: sign_up, identifier: [json: /e], body_limit: 40MB }\n",
+        "routes[0].body_limit",
+        "32 MiB",
         2,
     ),
 ];
@@ -893,4 +905,14 @@ fn workers_key() {
         assert!(errors[0].message.contains("`auto`"), "{errors:?}");
         assert_eq!(errors[0].line, Some(BASE_LINES + 1), "{value}");
     }
+}
+
+#[test]
+fn the_largest_body_limit_is_accepted() {
+    let text = format!(
+        "{BASE}limits: {{ body: 32MiB }}\nroutes:\n  - {{ name: a, path: /a, kind: sign_up, \
+         identifier: [json: /e], body_limit: 32MiB }}\n"
+    );
+    let c = parse(&text).map_err(|e| e.to_string());
+    assert_eq!(c.map(|c| c.limits.body), Ok(MAX_BODY_LIMIT));
 }

@@ -20,6 +20,10 @@ use super::{
 /// Largest accepted `limits.max_json_depth` (serde_json's own recursion limit).
 const MAX_JSON_DEPTH: u64 = 128;
 
+/// The largest `body_limit` (and `limits.body`): half the proxy's buffering budget for gated
+/// bodies, so a compressed body and its decoded bytes fit in it together.
+pub const MAX_BODY_LIMIT: u64 = 32 << 20;
+
 #[derive(Default)]
 pub(super) struct Errors(Vec<FieldError>);
 
@@ -536,7 +540,7 @@ fn routes(raw: &RawConfig, base: &Path, e: &mut Errors) -> Vec<Route> {
         let body_limit = r
             .body_limit
             .as_ref()
-            .and_then(|b| positive_size(b, &p("body_limit"), e));
+            .and_then(|b| body_size(b, &p("body_limit"), e));
 
         out.push(Route {
             name: name.to_owned(),
@@ -738,10 +742,22 @@ pub(super) fn json_pointer(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn positive_size(s: &S<RawSize>, path: &str, e: &mut Errors) -> Option<u64> {
+/// A body limit: at least one byte, at most [`MAX_BODY_LIMIT`].
+fn body_size(s: &S<RawSize>, path: &str, e: &mut Errors) -> Option<u64> {
     match units::size(&s.value) {
         Ok(0) => {
             e.at(path, s, "must be greater than 0");
+            None
+        }
+        Ok(n) if n > MAX_BODY_LIMIT => {
+            e.at(
+                path,
+                s,
+                format!(
+                    "{n} bytes is above the most a gated body may take, {MAX_BODY_LIMIT} (32 MiB): \
+                     a compressed body and its decoding must both fit in the gate's 64 MiB buffer"
+                ),
+            );
             None
         }
         Ok(n) => Some(n),
@@ -802,7 +818,7 @@ fn limits(raw: &RawConfig, e: &mut Errors) -> Limits {
         return limits;
     };
     if let Some(b) = &r.body
-        && let Some(n) = positive_size(b, "limits.body", e)
+        && let Some(n) = body_size(b, "limits.body", e)
     {
         limits.body = n;
     }

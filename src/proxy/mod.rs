@@ -97,6 +97,10 @@ impl std::fmt::Display for Peer {
 /// hold N × limit bytes (10 000 × 64 KiB = 640 MiB).
 pub const DEFAULT_BUFFER_BUDGET: usize = 64 << 20;
 
+// A compressed body reserves its received bytes and then its decode limit: at the largest
+// route limit both must fit, or such bodies would always be answered `busy`.
+const _: () = assert!(crate::config::MAX_BODY_LIMIT as usize * 2 <= DEFAULT_BUFFER_BUDGET);
+
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 type UpstreamConnectorPair = (HttpsConnector<HttpConnector>, HttpsConnector<HttpConnector>);
 

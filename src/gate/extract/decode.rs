@@ -64,34 +64,78 @@ pub(super) fn decode(body: &[u8], coding: Coding, limit: usize) -> Result<Cow<'_
             bounded(decoder, limit, "gzip", |d| d.into_inner()).map(Cow::Owned)
         }
         Coding::Deflate => {
-            let raw = bounded(
-                flate2::bufread::DeflateDecoder::new(body),
-                limit,
-                "deflate",
-                |d| d.into_inner(),
-            );
+            let raw = |body| {
+                bounded(
+                    flate2::bufread::DeflateDecoder::new(body),
+                    limit,
+                    "deflate",
+                    |d| d.into_inner(),
+                )
+            };
             if !looks_like_zlib(body) {
-                return raw.map(Cow::Owned);
+                return raw(body).map(Cow::Owned);
             }
-            let zlib = bounded(
+            match bounded(
                 flate2::bufread::ZlibDecoder::new(body),
                 limit,
                 "deflate",
                 |d| d.into_inner(),
-            );
-            match (zlib, raw) {
-                (Err(e @ Refusal::DecodedTooLarge { .. }), _)
-                | (_, Err(e @ Refusal::DecodedTooLarge { .. })) => Err(e),
-                (Ok(z), Ok(r)) if z != r => Err(Refusal::BadEncoding {
-                    encoding: "deflate",
-                    reason: "the body decodes differently as zlib and as raw deflate".into(),
+            ) {
+                Err(e @ Refusal::DecodedTooLarge { .. }) => Err(e),
+                // Not zlib after all: raw deflate or nothing.
+                Err(e) => raw(body).map(Cow::Owned).map_err(|r| match r {
+                    Refusal::DecodedTooLarge { .. } => r,
+                    _ => e,
                 }),
-                (Ok(z), _) => Ok(Cow::Owned(z)),
-                (Err(_), Ok(r)) => Ok(Cow::Owned(r)),
-                (Err(e), Err(_)) => Err(e),
+                // Valid zlib: the raw reading must fail or agree. It is compared as it is
+                // decoded, so memory holds one decoded body, as the budget reserves.
+                Ok(z) => match raw_agrees(body, &z, limit) {
+                    Err(e @ Refusal::DecodedTooLarge { .. }) => Err(e),
+                    Ok(false) => Err(Refusal::BadEncoding {
+                        encoding: "deflate",
+                        reason: "the body decodes differently as zlib and as raw deflate".into(),
+                    }),
+                    Ok(true) | Err(_) => Ok(Cow::Owned(z)),
+                },
             }
         }
     }
+}
+
+/// Decodes `body` as raw deflate without keeping the output, comparing it with `expected`
+/// (the zlib reading). `Ok(same)` when the raw stream is valid; `Err` when it is not valid
+/// raw deflate or decodes past `limit`, as [`bounded`] would answer.
+fn raw_agrees(body: &[u8], expected: &[u8], limit: usize) -> Result<bool, Refusal> {
+    let mut decoder = flate2::bufread::DeflateDecoder::new(body);
+    let mut chunk = [0u8; 8192];
+    let (mut total, mut same) = (0usize, true);
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Refusal::BadEncoding {
+                    encoding: "deflate",
+                    reason: e.to_string(),
+                });
+            }
+        };
+        // Decoding goes on after a difference: a raw stream that turns out invalid leaves
+        // the zlib reading standing, as when both were decoded in full.
+        same = same && expected.get(total..total + n) == Some(&chunk[..n]);
+        total += n;
+        if total > limit {
+            return Err(Refusal::DecodedTooLarge { limit });
+        }
+    }
+    if !decoder.into_inner().is_empty() {
+        return Err(Refusal::BadEncoding {
+            encoding: "deflate",
+            reason: "data after the end of the compressed stream".into(),
+        });
+    }
+    Ok(same && total == expected.len())
 }
 
 /// A zlib header: CM = 8 and the check bits make the first two bytes a multiple of 31.
@@ -218,6 +262,80 @@ mod tests {
                 (g, w) => panic!("{name}: got {g:?}, want {w:?}"),
             }
         }
+    }
+
+    /// Bytes that are valid zlib and valid raw deflate, decoding to different bodies: a zlib
+    /// header read as raw deflate starts a stored block, and the zlib stream's own stored
+    /// block holds the raw stream's next block header. `raw_header` is that second header
+    /// (`None`: a correct one).
+    fn polyglot(raw_header: Option<[u8; 5]>) -> (Vec<u8>, Vec<u8>) {
+        // zlib: header 78 9c, then a final stored block of 0xfe63 bytes (LEN 63 fe, NLEN 9c 01).
+        // raw: a stored block of 0x019c bytes (LEN 9c 01, NLEN 63 fe), whose data begins at 5.
+        let zlen = 0xfe63usize;
+        let mut data = vec![b'a'; zlen];
+        let raw_first = 0x019c;
+        // The raw stream's final stored block runs from byte 5 + 0x19c to the end (the
+        // zlib data, then its Adler-32).
+        let at = 5 + raw_first - 7;
+        let total = 7 + zlen + 4;
+        let len2 = u16::try_from(total - (5 + raw_first) - 5).unwrap_or_default();
+        let header = raw_header.unwrap_or({
+            let [l0, l1] = len2.to_le_bytes();
+            let [n0, n1] = (!len2).to_le_bytes();
+            [0x01, l0, l1, n0, n1]
+        });
+        data[at..at + 5].copy_from_slice(&header);
+        let mut body = vec![0x78, 0x9c, 0x01, 0x63, 0xfe, 0x9c, 0x01];
+        body.extend_from_slice(&data);
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in &data {
+            a = (a + u32::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        body.extend_from_slice(&((b << 16) | a).to_be_bytes());
+        (body, data)
+    }
+
+    #[test]
+    fn zlib_and_raw_readings_must_agree() {
+        let (body, data) = polyglot(None);
+        // Each decoder alone accepts it, with different results.
+        let zlib = bounded(
+            flate2::bufread::ZlibDecoder::new(&body[..]),
+            1 << 20,
+            "deflate",
+            |d| d.into_inner(),
+        );
+        let raw = bounded(
+            flate2::bufread::DeflateDecoder::new(&body[..]),
+            1 << 20,
+            "deflate",
+            |d| d.into_inner(),
+        );
+        assert_eq!(zlib.as_deref().ok(), Some(&data[..]));
+        assert!(
+            matches!(&raw, Ok(r) if r.len() == data.len() + 1),
+            "{raw:?}"
+        );
+        match decode(&body, Coding::Deflate, 1 << 20) {
+            Err(e) => assert_eq!(e.code(), "bad_encoding", "{e}"),
+            Ok(_) => panic!("a body that decodes two ways was accepted"),
+        }
+        // The raw reading is one byte longer: past a limit the zlib reading fits, it is too
+        // large, as when both were decoded in full.
+        match decode(&body, Coding::Deflate, data.len()) {
+            Err(e) => assert_eq!(e.code(), "decoded_too_large", "{e}"),
+            Ok(_) => panic!("a raw reading past the limit was accepted"),
+        }
+        // When the raw reading is not valid deflate (its second block's NLEN is wrong), the
+        // zlib reading stands.
+        let (body, data) = polyglot(Some([0x01, 0x00, 0x01, 0x00, 0x00]));
+        assert_eq!(
+            decode(&body, Coding::Deflate, 1 << 20)
+                .map(Cow::into_owned)
+                .ok(),
+            Some(data)
+        );
     }
 
     #[test]
