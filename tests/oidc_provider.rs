@@ -910,6 +910,62 @@ async fn userinfo_with_real_access_tokens_and_a_stopped_provider() {
     g.shutdown().await;
 }
 
+/// Sign-ins that arrive together with one access token cost the provider one userinfo
+/// request: the others wait for its answer, as they would read it from the cache after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_of_one_token_ask_the_provider_once() {
+    let env = Env::new();
+    let ca = env.pki.ca.clone();
+    let p = env.provider("p", 0, &["k1"]).await;
+    let g = env.gate(&p).await;
+    let alice = code_flow(&p, &ca, "client-1", "alice").await;
+    let hits = || async {
+        Browser::new(&ca)
+            .get(&format!("{}/test/hits", p.issuer))
+            .await
+            .json()["userinfo"]
+            .as_u64()
+            .unwrap()
+    };
+    let set = Browser::new(&ca)
+        .send(
+            Method::POST,
+            &format!("{}/test/userinfo-delay", p.issuer),
+            &[],
+            Some(("application/json", json!({"ms": 500}).to_string())),
+        )
+        .await;
+    assert_eq!(set.status, 200);
+    let before = hits().await;
+    let n = g.upstream.count();
+    // All eight are in flight while the provider holds the first lookup for 500 ms.
+    let sent: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, token) = (g.addr, alice.access_token.clone());
+            tokio::spawn(async move {
+                send(
+                    addr,
+                    "/api/userinfo",
+                    &format!("Authorization: Bearer {token}\r\n"),
+                    "application/json",
+                    "",
+                )
+                .await
+            })
+        })
+        .collect();
+    for r in sent {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
+    assert_eq!(g.upstream.count(), n + 8, "each sign-in is forwarded");
+    assert_eq!(
+        hits().await - before,
+        1,
+        "one userinfo request for eight sign-ins"
+    );
+    g.shutdown().await;
+}
+
 /// The hidden inputs of a `form_post` page and its action, HTML entities decoded.
 fn form_inputs(html: &str) -> (String, Vec<(String, String)>) {
     let unescape = |v: &str| {

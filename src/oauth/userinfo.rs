@@ -2,13 +2,12 @@
 //! userinfo endpoint (configured, or discovered from the issuer) and the identifier read from
 //! the answer — at a JSON pointer with an optional verified flag, or GitHub's `/user/emails`
 //! list (the primary verified address). Answers are cached by the SHA-256 of the token (never
-//! the token itself) for `cache_ttl`, in a map bounded to `cache_size` entries; a provider
-//! that refused the token is cached too, an unreachable provider never.
-
-use std::collections::HashMap;
-use std::time::Instant;
+//! the token itself) for `cache_ttl`, in a cache (moka) bounded to `cache_size` entries; a
+//! provider that refused the token is cached too, an unreachable provider never. Concurrent
+//! lookups of one token share one request to the provider.
 
 use aws_lc_rs::digest;
+use moka::future::Cache;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -18,14 +17,16 @@ use super::jwt::Verified;
 use super::{Events, OAuthError};
 use crate::config::{UserinfoFormat, UserinfoSource};
 
-type Cached = (Instant, Result<Verified, &'static str>);
+/// A provider's answer: the identifier it vouches for, or why it refused the token.
+type Cached = Result<Verified, &'static str>;
 
 /// Looks up access tokens for one `userinfo` source.
 pub struct UserinfoVerifier {
     config: UserinfoSource,
     fetcher: Fetcher,
     endpoint: Mutex<Option<String>>,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// By the token's SHA-256; `None` when `cache_size` is 0.
+    cache: Option<Cache<[u8; 32], Cached>>,
 }
 
 impl std::fmt::Debug for UserinfoVerifier {
@@ -42,7 +43,12 @@ impl UserinfoVerifier {
         Ok(UserinfoVerifier {
             fetcher: Fetcher::new(config.fetch.ca.as_deref(), config.fetch.timeout)?,
             endpoint: Mutex::new(config.url.clone()),
-            cache: Mutex::new(HashMap::new()),
+            cache: (config.cache_size > 0).then(|| {
+                Cache::builder()
+                    .max_capacity(u64::try_from(config.cache_size).unwrap_or(u64::MAX))
+                    .time_to_live(config.cache_ttl)
+                    .build()
+            }),
             config: config.clone(),
         })
     }
@@ -52,41 +58,33 @@ impl UserinfoVerifier {
     }
 
     /// Looks `token` up (or answers from the cache); requests and cache hits go to `events`.
+    /// Concurrent lookups of one token wait for a single request to the provider.
     pub async fn verify(&self, token: &str, events: &dyn Events) -> Result<Verified, OAuthError> {
+        let Some(cache) = &self.cache else {
+            events.userinfo_cache(false);
+            return self.lookup(token, events).await;
+        };
         let mut hash = [0u8; 32];
         hash.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-        let now = Instant::now();
-        {
-            let cache = self.cache.lock().await;
-            if let Some((at, r)) = cache.get(&hash)
-                && now.duration_since(*at) < self.config.cache_ttl
-            {
-                events.userinfo_cache(true);
-                return r.clone().map_err(OAuthError::Invalid);
-            }
-        }
-        events.userinfo_cache(false);
-        let result = self.lookup(token, events).await;
-        let cached = match &result {
-            Ok(v) => Ok(v.clone()),
-            Err(OAuthError::Invalid(r)) => Err(*r),
-            Err(OAuthError::Unavailable(_)) => return result,
-        };
-        let mut cache = self.cache.lock().await;
-        if cache.len() >= self.config.cache_size {
-            let ttl = self.config.cache_ttl;
-            cache.retain(|_, (at, _)| now.duration_since(*at) < ttl);
-            if cache.len() >= self.config.cache_size {
-                // Still full of live entries: drop the oldest.
-                if let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k) {
-                    cache.remove(&oldest);
+        // A refusal is an answer and is cached; an unreachable provider is an error and is
+        // not (the next request asks again).
+        let entry = cache
+            .entry(hash)
+            .or_try_insert_with(async {
+                match self.lookup(token, events).await {
+                    Ok(v) => Ok(Ok(v)),
+                    Err(OAuthError::Invalid(r)) => Ok(Err(r)),
+                    Err(OAuthError::Unavailable(cause)) => Err(cause),
                 }
-            }
-        }
-        if self.config.cache_size > 0 {
-            cache.insert(hash, (now, cached));
-        }
-        result
+            })
+            .await;
+        // A hit: the answer was cached, or another request's lookup was awaited. A miss:
+        // this call asked the provider, or the provider could not be asked.
+        events.userinfo_cache(entry.as_ref().is_ok_and(|e| !e.is_fresh()));
+        entry
+            .map_err(|cause| OAuthError::Unavailable((*cause).clone()))?
+            .into_value()
+            .map_err(OAuthError::Invalid)
     }
 
     async fn endpoint(&self) -> Result<String, OAuthError> {

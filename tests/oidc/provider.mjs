@@ -18,7 +18,8 @@
 //                         provider's first key (or a key it never publishes)
 //   GET  /test/keys       the published keys' kids and public PEMs (SPKI)
 //   POST /test/evil-jwks  sets the JWKS served at GET /test/evil-jwks (a `jku` target)
-//   GET  /test/hits       how often each /test/evil-jwks was fetched
+//   GET  /test/hits       how often each /test/evil-jwks and the userinfo endpoint were fetched
+//   POST /test/userinfo-delay {"ms"}  answers the userinfo endpoint (/me) that much later
 
 import { readFileSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -89,6 +90,8 @@ async function readBody(req) {
 
 let evilJwks = { keys: [] };
 let evilHits = 0;
+let userinfoHits = 0;
+let userinfoDelay = 0;
 
 provider.use(async (ctx, next) => {
   const path = ctx.path;
@@ -119,12 +122,20 @@ provider.use(async (ctx, next) => {
         ctx.body = evilJwks;
       }
     } else if (path === '/test/hits') {
-      ctx.body = { evil_jwks: evilHits };
+      ctx.body = { evil_jwks: evilHits, userinfo: userinfoHits };
+    } else if (path === '/test/userinfo-delay' && ctx.method === 'POST') {
+      userinfoDelay = JSON.parse(await readBody(ctx.req)).ms;
+      ctx.body = {};
     } else {
       ctx.status = 404;
       ctx.body = {};
     }
     return;
+  }
+  if (path === '/me') {
+    userinfoHits += 1;
+    if (userinfoDelay > 0) await new Promise((r) => setTimeout(r, userinfoDelay));
+    return next();
   }
   const m = path.match(/^\/interaction\/([^/]+)(\/login|\/confirm)?$/);
   if (!m) return next();
