@@ -225,3 +225,81 @@ async fn auth_over_the_socket() {
     assert_eq!(r.status, 200);
     g.shutdown().await;
 }
+
+/// `admin.secret_keys` reload like the rest of the config: after a reload that rotates the
+/// key, the old one is refused and the new one works, on the Clerk API and the Magic API.
+#[tokio::test]
+async fn a_reload_rotates_the_admin_keys() {
+    const NEW: &str = "sk_test_rotated";
+    let g = start(&format!(
+        "  secret_keys: [\"{KEY}\"]\n  magic_client_id: c1\n{STANDARD}"
+    ))
+    .await;
+    let list = "/v1/allowlist_identifiers";
+    let magic = |key: &str| {
+        format!(
+            "GET /v1/api/magic_client/access_control?target_client_id=c1 HTTP/1.1\r\nHost: a\r\nX-Magic-Secret-Key: {key}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    assert_eq!(admin(g.admin, "GET", list, None).await.status, 200);
+    assert_eq!(raw(g.admin, magic(KEY).as_bytes()).await.status, 200);
+
+    let text = std::fs::read_to_string(g.config_path()).unwrap();
+    assert!(text.contains(KEY));
+    std::fs::write(g.config_path(), text.replace(KEY, NEW)).unwrap();
+    let outcome = g.gate().reloader().reload();
+    assert!(
+        matches!(outcome, idgate::reload::Outcome::Applied { .. }),
+        "{outcome:?}"
+    );
+
+    let old = admin(g.admin, "GET", list, None).await;
+    assert_eq!(
+        old.status,
+        401,
+        "the removed key still works: {}",
+        old.text()
+    );
+    assert_eq!(old.json()["errors"][0]["code"], "clerk_key_invalid");
+    let new = admin_with(g.admin, "GET", list, None, Some(&format!("Bearer {NEW}"))).await;
+    assert_eq!(new.status, 200, "{}", new.text());
+    assert_eq!(raw(g.admin, magic(KEY).as_bytes()).await.status, 401);
+    assert_eq!(raw(g.admin, magic(NEW).as_bytes()).await.status, 200);
+    g.shutdown().await;
+}
+
+/// The Magic API checks the key before it reads a body: a caller without one gets 401 at
+/// once, without sending the 16 MiB it announced (the gate would otherwise wait for it).
+#[tokio::test]
+async fn magic_refuses_a_keyless_caller_before_reading_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g = start(&format!(
+        "  secret_keys: [\"{KEY}\"]\n  magic_client_id: c1\n{STANDARD}"
+    ))
+    .await;
+    for key in ["", "X-Magic-Secret-Key: wrong\r\n"] {
+        let head = format!(
+            "PUT /v1/api/magic_client/access_control HTTP/1.1\r\nHost: a\r\n{key}Content-Type: application/json\r\nContent-Length: 16000000\r\n\r\n"
+        );
+        let mut s = tokio::net::TcpStream::connect(g.admin).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        assert!(
+            answered.is_ok(),
+            "{key:?}: no answer before the body was sent"
+        );
+        assert_eq!(parse_reply(&buf).status, 401, "{key:?}");
+    }
+    g.shutdown().await;
+}

@@ -696,11 +696,16 @@ async fn invalid_identifiers_are_echoed_clipped_and_escaped() {
 /// is answered 503 at once, and the budget comes back when a slow client goes away.
 #[tokio::test]
 async fn gated_buffering_has_a_global_budget() {
-    let body = STANDARD.replace("  body: 4KiB", "  body: 40MiB");
+    // The largest body limit (32 MiB): two slow uploads hold the whole 64 MiB budget.
+    let body = STANDARD.replace("  body: 4KiB", "  body: 32MiB");
     let g = start(&body).await;
-    let head = "POST /api/sign-up HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 41943040\r\n\r\n{\"email\":";
-    let mut slow = tokio::net::TcpStream::connect(g.addr).await.unwrap();
-    slow.write_all(head.as_bytes()).await.unwrap();
+    let head = "POST /api/sign-up HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 33554432\r\n\r\n{\"email\":";
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        slow.push(s);
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let r = raw(g.addr, head.as_bytes()).await;

@@ -2,7 +2,9 @@
 //!
 //! `Authorization: Bearer <key>` is compared in constant time against **every** configured
 //! `admin.secret_keys` entry (no early exit, so timing does not reveal which key, or whether
-//! any, matched). Failures are 401 with Clerk's codes (CONTRACT §1): a header that is not
+//! any, matched), as SHA-256 digests (equal lengths, so nor does it reveal a key's length).
+//! The keys are the current snapshot's: a reload that rotates or removes one applies to the
+//! next request. Failures are 401 with Clerk's codes (CONTRACT §1): a header that is not
 //! `Bearer <key>` → `authorization_header_format_invalid`; a missing header or an unknown key
 //! → `clerk_key_invalid`. With no keys configured every `/v1` request is refused. Keys are
 //! never logged.
@@ -15,9 +17,10 @@ use subtle::{Choice, ConstantTimeEq};
 
 use super::AdminState;
 use super::error::ClerkError;
+use crate::snapshot::AdminKeys;
 
 /// Checks the presented `Authorization` header value against `keys`.
-pub fn check(header: Option<&[u8]>, keys: &[String]) -> Result<(), ClerkError> {
+pub fn check(header: Option<&[u8]>, keys: &AdminKeys) -> Result<(), ClerkError> {
     let Some(value) = header else {
         return Err(ClerkError::KeyInvalid);
     };
@@ -48,14 +51,13 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     Some(token)
 }
 
-/// Compares `presented` with every non-empty key, accumulating the result without branching
-/// on it. Shared by the Clerk Bearer check and the Magic API's `X-Magic-Secret-Key`.
-pub(crate) fn key_matches(presented: &[u8], keys: &[String]) -> bool {
+/// Compares the digest of `presented` with every key's, accumulating the result without
+/// branching on it. Shared by the Clerk Bearer check and the Magic API's `X-Magic-Secret-Key`.
+pub(crate) fn key_matches(presented: &[u8], keys: &AdminKeys) -> bool {
+    let presented = AdminKeys::digest(presented);
     let mut any = Choice::from(0u8);
-    for key in keys {
-        let k = key.as_bytes();
-        let non_empty = Choice::from(u8::from(!k.is_empty()));
-        any |= k.ct_eq(presented) & non_empty;
+    for key in keys.digests() {
+        any |= key.ct_eq(&presented);
     }
     bool::from(any)
 }
@@ -70,7 +72,7 @@ pub async fn require_secret_key(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    match check(value, &st.secret_keys) {
+    match check(value, &st.snapshots.load().admin_keys) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
@@ -82,11 +84,11 @@ mod tests {
 
     #[test]
     fn check_table() {
-        let keys = vec![
+        let keys = AdminKeys::new(&[
             "sk_test_one".to_owned(),
             "sk_live_two".to_owned(),
             String::new(),
-        ];
+        ]);
         let cases: &[(Option<&str>, Result<(), &str>)] = &[
             (Some("Bearer sk_test_one"), Ok(())),
             (Some("bearer sk_live_two"), Ok(())),
@@ -120,11 +122,14 @@ mod tests {
     #[test]
     fn no_keys_refuses_everything_and_empty_keys_never_match() {
         assert_eq!(
-            check(Some(b"Bearer x"), &[]).unwrap_err(),
+            check(Some(b"Bearer x"), &AdminKeys::default()).unwrap_err(),
             ClerkError::KeyInvalid
         );
-        assert!(!key_matches(b"", &[String::new()]));
-        assert!(key_matches(b"b", &["a".into(), "b".into()]));
-        assert!(key_matches(b"a", &["a".into(), "b".into()]));
+        assert!(!key_matches(b"", &AdminKeys::new(&[String::new()])));
+        let two = AdminKeys::new(&["a".into(), "b".into()]);
+        assert!(key_matches(b"b", &two));
+        assert!(key_matches(b"a", &two));
+        assert!(!key_matches(b"", &two));
+        assert_eq!(format!("{two:?}"), "AdminKeys(2 keys)");
     }
 }

@@ -59,8 +59,6 @@ pub struct AdminState {
     pub store: Arc<crate::store::Store>,
     /// Applies committed store changes to the live gate before a write is answered.
     pub reloader: Arc<crate::reload::Reloader>,
-    /// `admin.secret_keys`; empty refuses every `/v1` request. Never logged.
-    pub secret_keys: Arc<Vec<String>>,
     /// Metrics (served at `/metrics`) and the audit log.
     pub observer: Arc<crate::observe::Observer>,
     /// The `invitations:` section (restart-only); `None` = invitations cannot be delivered.
@@ -277,10 +275,21 @@ mod tests {
     #[tokio::test]
     async fn no_keys_configured_refuses_every_v1_request() {
         let k = kit("", "", "");
-        let app = router(AdminState {
-            secret_keys: Arc::new(Vec::new()),
-            ..k.state.clone()
-        });
+        // The kit's config without its keys, reloaded.
+        let path = k._dir.path().join("idgate.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keyless = text.replace(
+            r#"secret_keys: ["sk_test_kit", "sk_test_other"]"#,
+            "secret_keys: []",
+        );
+        assert_ne!(keyless, text);
+        std::fs::write(&path, keyless).unwrap();
+        let outcome = k.state.reloader.reload();
+        assert!(
+            matches!(outcome, crate::reload::Outcome::Applied { .. }),
+            "{outcome:?}"
+        );
+        let app = router(k.state.clone());
         for auth in ["Bearer ", "Bearer x", "Bearer sk_test_kit"] {
             let resp = app
                 .clone()

@@ -80,7 +80,6 @@ pub(crate) fn kit(extra: &str, allow_file: &str, block_file: &str) -> Kit {
         snapshots: cp.snapshots,
         store: cp.store,
         reloader: cp.reloader,
-        secret_keys: Arc::new(cp.inputs.config.admin.secret_keys.clone()),
         observer: Default::default(),
         invitations: cp.inputs.config.invitations.clone().map(Arc::new),
     };

@@ -274,7 +274,6 @@ impl Gate {
             snapshots: snapshots.clone(),
             store: store.clone(),
             reloader: reloader.clone(),
-            secret_keys: Arc::new(cfg.admin.secret_keys.clone()),
             observer,
             invitations: cfg.invitations.clone().map(Arc::new),
         });

@@ -264,6 +264,41 @@ pub struct Upstream {
     pub authority: Authority,
 }
 
+/// `admin.secret_keys` as SHA-256 digests of the non-empty keys. The admin API compares the
+/// digest of a presented key with each (`admin::auth`): fixed-length values, so the time taken
+/// says nothing of a key's length, and the keys themselves are not kept. `Debug` shows only
+/// how many there are.
+#[derive(Clone, Default)]
+pub struct AdminKeys(Arc<[[u8; 32]]>);
+
+impl AdminKeys {
+    pub fn new(keys: &[String]) -> AdminKeys {
+        AdminKeys(
+            keys.iter()
+                .filter(|k| !k.is_empty())
+                .map(|k| AdminKeys::digest(k.as_bytes()))
+                .collect(),
+        )
+    }
+
+    /// The SHA-256 of `key`, as the keys are held.
+    pub fn digest(key: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key).as_ref());
+        out
+    }
+
+    pub fn digests(&self) -> &[[u8; 32]] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdminKeys({} keys)", self.0.len())
+    }
+}
+
 /// One immutable, compiled configuration.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -295,6 +330,9 @@ pub struct Snapshot {
     pub max_entries: usize,
     /// `admin.magic_client_id`: the `target_client_id` the Magic API accepts (none: refused).
     pub magic_client_id: Option<Arc<str>>,
+    /// `admin.secret_keys`, as digests: a reload that adds, rotates or removes a key applies
+    /// to the next admin request.
+    pub admin_keys: AdminKeys,
     /// Skipped list-file lines, reported with file and line.
     pub warnings: Vec<String>,
 }
@@ -391,6 +429,7 @@ impl Snapshot {
             body_read_timeout: self.body_read_timeout,
             max_entries: self.max_entries,
             magic_client_id: self.magic_client_id.clone(),
+            admin_keys: self.admin_keys.clone(),
             warnings: self.warnings.clone(),
         }
     }
@@ -675,6 +714,7 @@ pub fn compile_reusing(
         body_read_timeout: cfg.timeouts.header_read,
         max_entries: cfg.lists.max_entries,
         magic_client_id: cfg.admin.magic_client_id.as_deref().map(Arc::from),
+        admin_keys: AdminKeys::new(&cfg.admin.secret_keys),
         warnings,
     })
 }

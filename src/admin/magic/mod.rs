@@ -9,7 +9,8 @@
 //! | DELETE | removes the given entries (entries not there are reported, not errors) |
 //!
 //! Auth: `X-Magic-Secret-Key` against `admin.secret_keys`, with the same constant-time
-//! comparison as the Clerk API ([`crate::admin::auth::key_matches`]). `target_client_id` (body,
+//! comparison as the Clerk API ([`crate::admin::auth::key_matches`]), before any of the body
+//! is read (a caller without a key cannot make the gate buffer 16 MiB). `target_client_id` (body,
 //! or query on GET) must equal `admin.magic_client_id`; with none configured every call is
 //! refused. Answers use Magic's envelope ([`error`]).
 //!
@@ -23,12 +24,12 @@ pub mod body;
 pub mod error;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value, json};
 
 use self::body::{AccessRequest, Validated, field_name};
@@ -36,7 +37,7 @@ use self::error::{MagicError, ok};
 use super::AdminState;
 use crate::config::Precedence;
 use crate::lists::ListKind;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{AdminKeys, Snapshot};
 use crate::store::{BulkOp, BulkResult, BulkWrite, StoreError};
 
 /// The path, as Magic documents it.
@@ -50,16 +51,14 @@ pub const KEY_HEADER: &str = "x-magic-secret-key";
 
 /// The route (no Clerk auth; this API authenticates itself).
 pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route(
-            PATH,
-            get(access_control)
-                .put(access_control)
-                .patch(access_control)
-                .delete(access_control)
-                .fallback(|| async { MagicError::MethodNotAllowed.into_response() }),
-        )
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    Router::new().route(
+        PATH,
+        get(access_control)
+            .put(access_control)
+            .patch(access_control)
+            .delete(access_control)
+            .fallback(|| async { MagicError::MethodNotAllowed.into_response() }),
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,21 +68,16 @@ enum Mode {
     Remove,
 }
 
-async fn access_control(
-    State(st): State<AdminState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match handle(&st, &method, &headers, query.as_deref(), body).await {
+async fn access_control(State(st): State<AdminState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    match handle(&st, &parts.method, &parts.headers, parts.uri.query(), body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
 /// `X-Magic-Secret-Key` against the configured keys (constant time, every key compared).
-pub fn authenticate(headers: &HeaderMap, keys: &[String]) -> Result<(), MagicError> {
+pub fn authenticate(headers: &HeaderMap, keys: &AdminKeys) -> Result<(), MagicError> {
     let value = headers
         .get(KEY_HEADER)
         .ok_or(MagicError::MissingSecretKey)?
@@ -99,25 +93,39 @@ pub fn authenticate(headers: &HeaderMap, keys: &[String]) -> Result<(), MagicErr
     }
 }
 
+/// The body, up to [`BODY_LIMIT`] (read only once the caller is authenticated).
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, MagicError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(MagicError::TooLarge(BODY_LIMIT));
+    }
+    match Limited::new(body, BODY_LIMIT).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(MagicError::TooLarge(BODY_LIMIT))
+        }
+        Err(e) => Err(MagicError::BadRequest(format!(
+            "The body could not be read: {e}."
+        ))),
+    }
+}
+
 async fn handle(
     st: &AdminState,
     method: &Method,
     headers: &HeaderMap,
     query: Option<&str>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, MagicError> {
-    authenticate(headers, &st.secret_keys)?;
     let snap = st.snapshots.load_full();
+    authenticate(headers, &snap.admin_keys)?;
     let Some(expected) = snap.magic_client_id.clone() else {
         return Err(MagicError::ClientIdNotConfigured);
     };
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            MagicError::TooLarge(BODY_LIMIT)
-        } else {
-            MagicError::BadRequest(format!("The body could not be read: {e}."))
-        }
-    })?;
+    let body = read_body(headers, body).await?;
     if !body.is_empty()
         && let Some(ct) = headers.get(header::CONTENT_TYPE)
     {
