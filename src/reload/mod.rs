@@ -222,6 +222,11 @@ impl Reloader {
         handle: SnapshotHandle,
     ) -> Self {
         let generation = handle.load().generation;
+        let fingerprint = if compiled_as_hashed(inputs, &handle.load()) {
+            fingerprint
+        } else {
+            0
+        };
         Reloader {
             config_path: config_path.to_path_buf(),
             fixed: Fixed::of(&inputs.config),
@@ -368,8 +373,11 @@ impl Reloader {
         };
         let read = started.elapsed();
         let generation = {
-            let st = self.lock();
+            let mut st = self.lock();
             if st.fingerprint == fingerprint && st.store.restrictions == inputs.store.restrictions {
+                // The files are what is in force: an error from a version since put right
+                // no longer stands.
+                st.status.last_error = None;
                 return Outcome::Unchanged;
             }
             st.generation + 1
@@ -405,8 +413,13 @@ impl Reloader {
         if st.generation >= generation || st.store.restrictions != inputs.store.restrictions {
             return Outcome::Unchanged;
         }
+        // A list file is read twice: hashed here, then streamed again to compile it. If it
+        // changed in between (rewritten in place), what was compiled is not what was hashed:
+        // no fingerprint is kept, so the next reload compiles it again even if the file is
+        // then back to the content hashed here.
+        let as_hashed = compiled_as_hashed(&inputs, &snap);
         self.handle.store(Arc::new(snap));
-        st.fingerprint = fingerprint;
+        st.fingerprint = if as_hashed { fingerprint } else { 0 };
         st.generation = generation;
         st.debounce = inputs.config.reload.debounce;
         st.interval = inputs.config.reload.interval.unwrap_or(Duration::ZERO);
@@ -416,6 +429,16 @@ impl Reloader {
             warnings,
         }
     }
+}
+
+/// Whether every list file of `snap` was compiled from the content `inputs` hashed (see
+/// `try_reload`).
+fn compiled_as_hashed(inputs: &Inputs, snap: &Snapshot) -> bool {
+    inputs.list_files.iter().all(|f| {
+        snap.config_list(f.list)
+            .file(&f.path)
+            .is_none_or(|part| part.hash == f.hash)
+    })
 }
 
 /// True for an `Added`/`Removed` change of `list`.
@@ -457,5 +480,33 @@ pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
         if let Err(e) = tokio::task::spawn_blocking(move || r.reload()).await {
             tracing::error!("reload task failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list file rewritten between the read that hashes it and the one that compiles it:
+    /// the snapshot holds content the hash does not describe, so no fingerprint is kept.
+    #[test]
+    fn a_file_changed_between_hashing_and_compiling_is_noticed() {
+        let text = "listen: [{ addr: 127.0.0.1:0 }]\nupstream: http://127.0.0.1:1\n";
+        let config = config::from_str(text, Path::new("t.yaml")).unwrap();
+        let whole = ListFile::from_text("b.txt", ListKind::Block, "b@x.com\nc@x.com\n");
+        let mut inputs = Inputs {
+            config_path: "t.yaml".into(),
+            config,
+            list_files: vec![whole.clone()],
+            store: StoreView::default(),
+        };
+        let snap = snapshot::compile(&inputs, 1).unwrap();
+        assert!(compiled_as_hashed(&inputs, &snap));
+        // Hashed whole, compiled cut short.
+        let mut torn = ListFile::from_text("b.txt", ListKind::Block, "b@x.com\n");
+        torn.hash = whole.hash;
+        inputs.list_files = vec![torn];
+        let snap = snapshot::compile(&inputs, 2).unwrap();
+        assert!(!compiled_as_hashed(&inputs, &snap));
     }
 }

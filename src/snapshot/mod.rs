@@ -70,7 +70,11 @@ impl Default for StoreLists {
 #[derive(Debug)]
 pub struct FilePart {
     pub path: PathBuf,
+    /// Hash and length of the content compiled.
     pub hash: u64,
+    pub bytes: u64,
+    /// Whether that content ended with a line break (or was empty).
+    pub ends_line: bool,
     pub matcher: Matcher,
     /// Skipped lines, reported with file and line.
     pub warnings: Vec<String>,
@@ -140,6 +144,11 @@ impl ListLayers {
             .iter()
             .find(|f| f.hash == hash && f.path == path)
             .cloned()
+    }
+
+    /// The compiled file at `path`, whatever its content.
+    pub fn file(&self, path: &std::path::Path) -> Option<&FilePart> {
+        self.files.iter().find(|f| f.path == path).map(|f| &**f)
     }
 }
 
@@ -471,6 +480,37 @@ fn builtin_disposable() -> Arc<DisposableDomains> {
         .clone()
 }
 
+/// Why a changed list file looks like one read while it was being rewritten in place (`>`
+/// truncates it first; a writer may pause mid-line), compared with the version in force:
+/// applying it would drop entries the lists hold now. `None` when it looks whole. A file
+/// emptied on purpose keeps a comment line; a file replaced by a rename is never seen half
+/// written.
+fn caught_mid_write(part: &FilePart, before: Option<&FilePart>) -> Option<String> {
+    let before = before.filter(|b| !b.matcher.is_empty())?;
+    let path = part.path.display();
+    let had = before.matcher.len();
+    if part.matcher.is_empty() && (part.bytes == 0 || !part.warnings.is_empty()) {
+        let what = if part.bytes == 0 {
+            "is empty"
+        } else {
+            "has no valid entry"
+        };
+        return Some(format!(
+            "{path}: the file {what} where the version in force has {had} entries: refused as a \
+             file caught while being rewritten (write list files elsewhere and rename them into \
+             place); to empty it on purpose, leave a comment line in it"
+        ));
+    }
+    if !part.ends_line && before.ends_line {
+        return Some(format!(
+            "{path}: the last line has no line break where the version in force ended with \
+             one: refused as a file caught while being written (its last entry may be cut \
+             short); end the file with a line break"
+        ));
+    }
+    None
+}
+
 /// Compiles inputs into a snapshot. Reports every problem at once.
 pub fn compile(inputs: &Inputs, generation: u64) -> Result<Snapshot, CompileError> {
     compile_reusing(inputs, generation, None)
@@ -521,11 +561,14 @@ pub fn compile_reusing(
             }
         }
     }
-    // Unchanged files keep their compiled part; the others compile in parallel.
+    // Unchanged files keep their compiled part, if they were parsed with the same options
+    // (a phone number without a country code reads differently under another default
+    // region); the others compile in parallel.
+    let reusable = previous.filter(|p| p.identifiers == identifiers);
     let reused: Vec<Option<Arc<FilePart>>> = inputs
         .list_files
         .iter()
-        .map(|f| previous.and_then(|prev| prev.config_list(f.list).find_file(&f.path, f.hash)))
+        .map(|f| reusable.and_then(|prev| prev.config_list(f.list).find_file(&f.path, f.hash)))
         .collect();
     let changed: Vec<&ListFile> = inputs
         .list_files
@@ -542,7 +585,14 @@ pub fn compile_reusing(
         let part = match reused {
             Some(part) => part,
             None => match compiled.next() {
-                Some(Ok(part)) => Arc::new(part),
+                Some(Ok(part)) => {
+                    let before = previous.and_then(|p| p.config_list(file.list).file(&file.path));
+                    if let Some(e) = caught_mid_write(&part, before) {
+                        errors.push(e);
+                        continue;
+                    }
+                    Arc::new(part)
+                }
                 Some(Err(e)) => {
                     errors.push(e);
                     continue;
