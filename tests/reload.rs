@@ -289,6 +289,18 @@ async fn restart_only_changes_are_refused() {
     for (extra, from, to, setting) in [
         ("", "addr: 127.0.0.1:0", "addr: 127.0.0.1:1", "listen"),
         ("workers: 2\n", "workers: 2", "workers: 3", "workers"),
+        (
+            "store: { sqlite: data/a.db }\n",
+            "data/a.db",
+            "data/b.db",
+            "store.sqlite",
+        ),
+        (
+            "request_id: { trust: false }\n",
+            "trust: false",
+            "trust: true",
+            "request_id",
+        ),
     ] {
         let g = start_with_acme_lists(extra).await;
         edit_config(&g, &[(from, to)]);

@@ -123,6 +123,10 @@ struct Fixed {
     audit: config::Audit,
     /// The invitation delivery worker reads its settings once at start.
     invitations: Option<config::InvitationsConfig>,
+    /// The database is opened once at start.
+    store: PathBuf,
+    /// The proxies are built with their request-id settings.
+    request_id: config::RequestId,
 }
 
 impl Fixed {
@@ -140,6 +144,8 @@ impl Fixed {
             tls_handshake: c.timeouts.tls_handshake,
             audit: c.audit.clone(),
             invitations: c.invitations.clone(),
+            store: c.store.sqlite.clone(),
+            request_id: c.request_id.clone(),
         }
     }
 
@@ -168,6 +174,10 @@ impl Fixed {
             Some("audit")
         } else if self.invitations != other.invitations {
             Some("invitations")
+        } else if self.store != other.store {
+            Some("store.sqlite")
+        } else if self.request_id != other.request_id {
+            Some("request_id")
         } else {
             None
         }
