@@ -207,6 +207,81 @@ fn run_serves_curl_reloads_on_sighup_and_stops_on_sigterm() {
     }
 }
 
+/// A SIGHUP while the gate is still reading its lists (a deploy hook, `systemctl reload`
+/// right after a start) is a reload once it serves, not the end of the process (SIGHUP's
+/// default action).
+#[test]
+fn sighup_during_start_up_reloads_instead_of_ending_the_process() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream = rt.block_on(idgate::app::demo::start_app()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    let list = dir.path().join("allow.txt");
+    // Big enough that reading it takes a while: the signal lands in the middle.
+    let mut entries = String::from("*@acme.com\n");
+    for i in 0..200_000 {
+        entries.push_str(&format!("user{i}@example{}.com\n", i % 977));
+    }
+    std::fs::write(&list, entries).unwrap();
+    let text = |inline: &str| {
+        format!(
+            "listen:\n  - addr: 127.0.0.1:0\nupstream: http://{upstream}\nadmin:\n  listen: 127.0.0.1:0\nlists:\n  allow: [\"{inline}\"]\n  max_entries: 300000\n  files: {{ allow: [\"{}\"] }}\nroutes:\n  - name: sign-up\n    path: /api/sign-up\n    kind: sign_up\n    identifier: [{{ json: /email }}]\nreload:\n  interval: 0s\n",
+            list.display()
+        )
+    };
+    std::fs::write(&cfg, text("bob@acme.com")).unwrap();
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .env("IDGATE_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Once the list file is open, start-up is under way and not done.
+    let fds = format!("/proc/{}/fd", child.0.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = std::fs::read_dir(&fds)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == list));
+        if open {
+            break;
+        }
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "idgate ended during start-up"
+        );
+        assert!(Instant::now() < deadline, "the list file was never opened");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A change the file watcher (not started yet) cannot see; only the reload applies it.
+    std::fs::write(&cfg, text("*@beta.io")).unwrap();
+    signal(&child.0, "-HUP");
+    let mut err = BufReader::new(child.0.stderr.take().unwrap());
+    let addr = wait_line(&mut err, |l| {
+        let l = l.split("proxy=[").nth(1)?;
+        Some(l.split(']').next()?.to_owned())
+    });
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "idgate ended on SIGHUP"
+    );
+    let url = format!("http://{addr}/api/sign-up");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl_json(&url, "zed@beta.io") != "201" {
+        assert!(
+            Instant::now() < deadline,
+            "the SIGHUP during start-up was not answered by a reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(curl_json(&url, "user5@example5.com"), "201");
+}
+
 #[test]
 fn demo_prints_curl_lines_that_behave_as_documented() {
     let mut child = Proc(
