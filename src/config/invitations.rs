@@ -479,7 +479,8 @@ fn sms(r: &S<RawSms>, base: &Path, e: &mut Errors) -> Option<SmsWebhookConfig> {
                 e.at(
                     "invitations.sms.url",
                     &v.url,
-                    format!("`{}` must be an https:// URL", text.escape_debug()),
+                    // The value is not repeated: a URL may carry a secret from `${ENV}`.
+                    "must be an https:// URL",
                 );
                 None
             }
@@ -488,7 +489,7 @@ fn sms(r: &S<RawSms>, base: &Path, e: &mut Errors) -> Option<SmsWebhookConfig> {
             e.at(
                 "invitations.sms.url",
                 &v.url,
-                format!("`{}` is not a URL", text.escape_debug()),
+                "is not a URL (its value is not repeated here: it may carry a secret)",
             );
             None
         }
@@ -884,7 +885,7 @@ mod tests {
                 "allowed only for a loopback address",
             ),
             (
-                format!("{url}  sms:\n    url: ftp://sms.example.com/send\n"),
+                format!("{url}  sms:\n    url: ftp://sms.example.com/send?key=s3cr3t\n"),
                 "invitations.sms.url",
                 4,
                 10,
@@ -965,6 +966,11 @@ mod tests {
                 }],
                 other => panic!("expected an error for\n{snippet}\ngot {other:?}"),
             };
+            // A URL value may carry a secret (from `${ENV}`): never repeated in an error.
+            assert!(
+                errors.iter().all(|e| !e.message.contains("s3cr3t")),
+                "{errors:?}"
+            );
             let hit = errors
                 .iter()
                 .find(|e| e.path == path && e.message.contains(part));

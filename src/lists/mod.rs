@@ -27,7 +27,7 @@ use crate::identifier::{self, Identifier, IdentifierError, ParseOptions};
 
 pub use disposable::DisposableDomains;
 pub use matcher::{Candidate, Hit, Matcher, MatcherBuilder, SourceId, Staged};
-pub use text::{LineError, Splitter, Token, parse_entries, split_entries};
+pub use text::{LineError, Splitter, Token, cut, parse_entries, split_entries};
 
 /// Which list an entry belongs to; it changes how entries match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -194,7 +194,8 @@ pub fn parse_entries(
     (entries, errors)
 }
 
-fn cut(s: &str, max: usize) -> String {
+/// `s` cut to `max` characters (with `…` when cut): what a warning quotes of a line.
+pub fn cut(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", s.get(..i).unwrap_or_default()),
         None => s.to_owned(),

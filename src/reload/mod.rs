@@ -413,7 +413,11 @@ impl Reloader {
             compile_ms = (started.elapsed() - read).as_millis() as u64,
             "reload: inputs read and hashed, snapshot compiled"
         );
-        for w in &snap.warnings {
+        // New warnings only: those of unchanged files were logged when they were read (the
+        // status API reports them all).
+        let known: std::collections::HashSet<&str> =
+            previous.warnings.iter().map(String::as_str).collect();
+        for w in snap.warnings.iter().filter(|w| !known.contains(w.as_str())) {
             tracing::warn!("{w}");
         }
         let warnings = snap.warnings.len();

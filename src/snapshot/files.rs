@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::identifier::ParseOptions;
-use crate::lists::{ListKind, MatcherBuilder, SourceId, SourceKind, Splitter, Staged, parse_entry};
+use crate::lists::{
+    ListKind, MatcherBuilder, SourceId, SourceKind, Splitter, Staged, cut, parse_entry,
+};
 
 use super::FilePart;
 
@@ -262,9 +264,13 @@ fn stage(
     for (n, raw) in block.lines() {
         splitter.line(n, raw, |t| match parse_entry(t.text, list, opts) {
             Ok(entry) => staged.push(&entry, Some(t.line)),
+            // Quoted in part: a warning is logged and reported by the status API, and a
+            // line may be megabytes long.
             Err(e) => warnings.push(format!(
-                "{path}: line {}: `{}`: {e} (line skipped)",
-                t.line, t.text
+                "{path}: line {}: `{}`: {} (line skipped)",
+                t.line,
+                cut(t.text, 120),
+                cut(&e.to_string(), 200)
             )),
         });
     }

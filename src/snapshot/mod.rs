@@ -830,6 +830,36 @@ pub(crate) mod tests {
         assert!(first.block.lookup(&c).is_none());
     }
 
+    /// A rejected line is quoted in part: warnings are logged and served by the status API.
+    #[test]
+    fn a_long_rejected_line_is_quoted_in_part() {
+        let text = "listen: [{ addr: 127.0.0.1:0 }]\nupstream: http://127.0.0.1:1\n";
+        let config = crate::config::from_str(text, std::path::Path::new("t.yaml")).unwrap();
+        let long = format!("{}@@x.com", "a".repeat(1_000_000));
+        let inputs = Inputs {
+            config_path: "t.yaml".into(),
+            config,
+            list_files: vec![ListFile::from_text(
+                "b.txt",
+                ListKind::Block,
+                &format!("b@x.com\n{long}\n"),
+            )],
+            store: StoreView::default(),
+        };
+        let snap = compile(&inputs, 1).unwrap();
+        let w: Vec<&String> = snap
+            .warnings
+            .iter()
+            .filter(|w| w.contains("b.txt"))
+            .collect();
+        assert_eq!(w.len(), 1, "{:?}", snap.warnings);
+        assert!(
+            w[0].len() < 600 && w[0].contains("line 2"),
+            "{}",
+            w[0].len()
+        );
+    }
+
     #[test]
     fn compile_reports_every_bad_inline_entry_and_max_entries() {
         let text = "listen: [{ addr: 127.0.0.1:0 }]\nupstream: http://127.0.0.1:1\nlists:\n  allow: [\"bad@@x\", \"ok@x.com\", \"x.com\"]\n  block: [\"+1\"]\n";
