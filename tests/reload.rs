@@ -282,6 +282,79 @@ async fn a_list_file_named_before_it_exists_applies_once_created() {
     g.shutdown().await;
 }
 
+/// A list directory reached through a symlink that is swapped (git-sync's `repo -> rev`,
+/// a release directory): every swap is seen, whether the old directory is deleted (its
+/// watch is gone) or kept (no event in it at all), with no periodic re-read to fall back on.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_swapped_symlinked_list_directory_is_seen_every_time() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let git = root.join("git");
+    write(&root.join("lists/allow.txt"), "*@acme.com\n");
+    write(&git.join("v0/block.txt"), "# none\n");
+    std::os::unix::fs::symlink("v0", git.join("repo")).unwrap();
+    let body = WITH_FILES.replace("lists/block.txt", "git/repo/block.txt");
+    write(
+        &root.join("config.yaml"),
+        &config_text(upstream.addr, &body),
+    );
+    let gate = idgate::app::Gate::start(&root.join("config.yaml"))
+        .await
+        .unwrap();
+    let addr = gate.proxy_addrs()[0];
+    let swap = |rev: &str, blocked: &str, delete_old: Option<&str>| {
+        write(&git.join(rev).join("block.txt"), &format!("{blocked}\n"));
+        std::os::unix::fs::symlink(rev, git.join("repo.tmp")).unwrap();
+        std::fs::rename(git.join("repo.tmp"), git.join("repo")).unwrap();
+        if let Some(old) = delete_old {
+            std::fs::remove_dir_all(git.join(old)).unwrap();
+        }
+    };
+    swap("v1", "ann@acme.com", Some("v0"));
+    assert!(becomes(addr, "ann@acme.com", 403).await, "first swap");
+    swap("v2", "bea@acme.com", None);
+    assert!(
+        becomes(addr, "bea@acme.com", 403).await,
+        "second swap, old kept"
+    );
+    assert_eq!(status_for(addr, "ann@acme.com").await, 200);
+    swap("v3", "cid@acme.com", Some("v1"));
+    assert!(becomes(addr, "cid@acme.com", 403).await, "third swap");
+    assert_eq!(status_for(addr, "bea@acme.com").await, 200);
+    gate.shutdown().await;
+}
+
+/// A config naming a list file in a directory that does not exist yet: refused, then applied
+/// once the directory and the file are created, with no periodic re-read to fall back on.
+#[tokio::test]
+async fn a_list_file_in_a_directory_created_later_applies() {
+    let g = start_with_acme_lists("").await;
+    edit_config(
+        &g,
+        &[(
+            "block: [lists/block.txt]",
+            "block: [lists/block.txt, later/deeper/extra.txt]",
+        )],
+    );
+    let refused = eventually(Duration::from_secs(3), || async {
+        g.gate().reloader().status().last_error.is_some()
+    })
+    .await;
+    assert!(refused, "the missing list file was not reported");
+    std::fs::create_dir(g.path("later")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::create_dir(g.path("later/deeper")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(g.path("later/deeper/extra.txt"), "dave@acme.com\n").unwrap();
+    assert!(
+        becomes(g.addr, "dave@acme.com", 403).await,
+        "the list file in a new directory was never read"
+    );
+    g.shutdown().await;
+}
+
 /// Restart-only settings: a reload that changes `listen` or `workers` is refused, naming the
 /// setting.
 #[tokio::test]

@@ -282,6 +282,21 @@ impl Reloader {
     pub fn reload(&self) -> Outcome {
         let started = std::time::Instant::now();
         let outcome = self.try_reload();
+        self.record(outcome, started)
+    }
+
+    /// A reload that counts and logs nothing when nothing changed: what the watcher does once
+    /// it watches, for changes made while the gate was starting (before anything watched).
+    fn catch_up(&self) -> Outcome {
+        let started = std::time::Instant::now();
+        match self.try_reload() {
+            Outcome::Unchanged => Outcome::Unchanged,
+            outcome => self.record(outcome, started),
+        }
+    }
+
+    /// Counts, logs and reports a reload's outcome.
+    fn record(&self, outcome: Outcome, started: std::time::Instant) -> Outcome {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if let Some(m) = self.metrics.get() {
             m.reload(match &outcome {
@@ -479,12 +494,22 @@ fn watched_files(inputs: &Inputs) -> Vec<PathBuf> {
 /// Runs the triggers until `stop` turns true: file events (debounced), SIGHUP, the interval.
 pub async fn run(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     let mut triggers = Triggers::new("config reload");
+    let mut first = true;
     loop {
         let (files, debounce, interval) = {
             let st = reloader.lock();
             (st.watched.clone(), st.debounce, st.interval)
         };
         triggers.watch(files);
+        if std::mem::take(&mut first) {
+            // Files changed between start-up's reads and the watches now set would otherwise
+            // wait for the next event.
+            let r = reloader.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || r.catch_up()).await {
+                tracing::error!("reload task failed: {e}");
+            }
+            continue;
+        }
         match triggers.next(&mut stop, debounce, interval).await {
             None => return,
             Some(Cause::Hangup) => tracing::info!("SIGHUP: reloading"),

@@ -1,6 +1,8 @@
 //! When to re-read files: a change to a watched file (notify, non-recursive, on the files'
 //! parent directories so in-place writes, rename-replace and Kubernetes symlink swaps are all
-//! seen) after `debounce` of quiet, SIGHUP, or every `interval`. Shared by the config/list
+//! seen; a directory reached through a symlink is watched again when the symlink is swapped,
+//! and a missing one through its nearest existing ancestor) after `debounce` of quiet,
+//! SIGHUP, or every `interval`. Shared by the config/list
 //! reloader and the certificate watcher; it reads no files itself and imports nothing of
 //! idgate.
 //!
@@ -36,14 +38,27 @@ pub enum Cause {
     Periodic,
 }
 
+/// A directory asked to be watched, and what became of it.
+struct Watched {
+    path: PathBuf,
+    /// The directory the path led to when it was watched (device, inode): a path through a
+    /// symlink that now leads elsewhere is watched again.
+    id: Option<(u64, u64)>,
+    /// Whether the watch was set (a failed one is tried again, and reported once).
+    ok: bool,
+}
+
 /// File events, SIGHUP and the periodic timer, for one consumer.
 pub struct Triggers {
     events: mpsc::UnboundedReceiver<()>,
     watcher: Option<RecommendedWatcher>,
     /// Directories watched.
-    watching: Vec<PathBuf>,
+    watching: Vec<Watched>,
     /// File names of the watched files (read by the watcher's thread).
     names: Arc<RwLock<HashSet<OsString>>>,
+    /// The watched directories' paths (read by the watcher's thread: an event on one of them
+    /// is the directory itself deleted or moved away).
+    dirs: Arc<RwLock<HashSet<PathBuf>>>,
     /// Events the watcher delivered, relevant or not.
     delivered: Arc<AtomicU64>,
     sighup: Option<Signal>,
@@ -54,7 +69,9 @@ impl Triggers {
     pub fn new(what: &str) -> Triggers {
         let (tx, events) = mpsc::unbounded_channel::<()>();
         let names: Arc<RwLock<HashSet<OsString>>> = Arc::default();
+        let dirs: Arc<RwLock<HashSet<PathBuf>>> = Arc::default();
         let watched = names.clone();
+        let watched_dirs = dirs.clone();
         let delivered = Arc::new(AtomicU64::new(0));
         let counted = delivered.clone();
         let handler = move |ev: notify::Result<notify::Event>| {
@@ -62,7 +79,8 @@ impl Triggers {
             // An error from the watcher may mean lost events: re-read to be safe.
             let relevant = match &ev {
                 Ok(ev) => {
-                    is_change(&ev.kind) && (ev.need_rescan() || concerns(&ev.paths, &watched))
+                    is_change(&ev.kind)
+                        && (ev.need_rescan() || concerns(&ev.paths, &watched, &watched_dirs))
                 }
                 Err(_) => true,
             };
@@ -89,6 +107,7 @@ impl Triggers {
             watcher,
             watching: Vec::new(),
             names,
+            dirs,
             delivered,
             sighup: signal(SignalKind::hangup()).ok(),
         }
@@ -100,11 +119,16 @@ impl Triggers {
         self.delivered.load(Ordering::Relaxed)
     }
 
-    /// Starts watching `files` (through their parent directories) not watched yet.
+    /// Watches `files` through their parent directories. Called again before each wait, it
+    /// also mends what changed since: a directory reached through a symlink that now leads
+    /// elsewhere (git-sync, a release directory swapped) is watched again, so is the parent
+    /// of each such symlink (its swap is the event), and a directory that does not exist yet
+    /// is watched through its nearest existing ancestor until it does.
     pub fn watch(&mut self, files: impl IntoIterator<Item = PathBuf>) {
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
+        let mut wanted: Vec<PathBuf> = Vec::new();
         for file in files {
             if let Some(name) = file.file_name() {
                 self.names
@@ -112,15 +136,49 @@ impl Triggers {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(name.to_os_string());
             }
-            let dir = parent_dir(&file);
-            if self.watching.contains(&dir) {
-                continue;
+            for d in watch_points(&parent_dir(&file)) {
+                if !wanted.contains(&d) {
+                    wanted.push(d);
+                }
             }
-            match w.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => tracing::debug!(dir = %dir.display(), "watching"),
-                Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch: {e}"),
+        }
+        for dir in wanted {
+            let id = dir_id(&dir);
+            let known = self.watching.iter().position(|x| x.path == dir);
+            if let Some(i) = known {
+                let x = &self.watching[i];
+                if x.ok && x.id == id {
+                    continue;
+                }
+                if x.ok {
+                    // The path leads to another directory now: the old watch is stale.
+                    let _ = w.unwatch(&dir);
+                    tracing::debug!(dir = %dir.display(), "watched again: it leads elsewhere now");
+                }
             }
-            self.watching.push(dir);
+            let result = w.watch(&dir, RecursiveMode::NonRecursive);
+            let ok = result.is_ok();
+            match (&result, known.map(|i| self.watching[i].ok)) {
+                (Ok(()), _) => tracing::debug!(dir = %dir.display(), "watching"),
+                // Reported once; tried again before each wait.
+                (Err(e), None | Some(true)) => {
+                    tracing::warn!(dir = %dir.display(), "cannot watch: {e}")
+                }
+                (Err(_), Some(false)) => {}
+            }
+            let entry = Watched {
+                path: dir.clone(),
+                id,
+                ok,
+            };
+            match known {
+                Some(i) => self.watching[i] = entry,
+                None => self.watching.push(entry),
+            }
+            self.dirs
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(dir);
         }
     }
 
@@ -179,13 +237,51 @@ fn parent_dir(p: &Path) -> PathBuf {
     }
 }
 
+/// The directories to watch for files in `dir`: `dir` itself and the parent of every
+/// symlink on its path (replacing the symlink is the event); when `dir` does not exist, its
+/// nearest existing ancestor (creating the next step of the path is the event).
+fn watch_points(dir: &Path) -> Vec<PathBuf> {
+    let Some(existing) = dir
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| a.is_dir())
+    else {
+        return Vec::new();
+    };
+    let mut points = vec![existing.to_path_buf()];
+    for a in existing.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()) {
+            let parent = parent_dir(a);
+            if !points.contains(&parent) {
+                points.push(parent);
+            }
+        }
+    }
+    points
+}
+
+/// The device and inode of the directory `dir` leads to (through symlinks).
+fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// Whether an event on `paths` may concern a watched file (see the module doc).
-fn concerns(paths: &[PathBuf], names: &RwLock<HashSet<OsString>>) -> bool {
+fn concerns(
+    paths: &[PathBuf],
+    names: &RwLock<HashSet<OsString>>,
+    dirs: &RwLock<HashSet<PathBuf>>,
+) -> bool {
     if paths.is_empty() {
         return true;
     }
     let names = names.read().unwrap_or_else(|p| p.into_inner());
+    let dirs = dirs.read().unwrap_or_else(|p| p.into_inner());
     paths.iter().any(|p| {
+        // A watched directory itself deleted or moved away.
+        if dirs.contains(p) {
+            return true;
+        }
         let Some(name) = p.file_name() else {
             return true;
         };
