@@ -383,6 +383,18 @@ impl Reloader {
     }
 
     fn try_reload(&self) -> Outcome {
+        // A restrictions change or another reload published while this one compiled: its
+        // snapshot is stale, so the files are read again (three tries; then the next trigger).
+        for _ in 0..3 {
+            if let Some(outcome) = self.try_reload_once() {
+                return outcome;
+            }
+        }
+        Outcome::Unchanged
+    }
+
+    /// One attempt; `None` when another publication overtook it.
+    fn try_reload_once(&self) -> Option<Outcome> {
         let store = self.lock().store.clone();
         let started = std::time::Instant::now();
         let (inputs, fingerprint) = match read_inputs(&self.config_path, store) {
@@ -393,7 +405,7 @@ impl Reloader {
                 if let ReloadError::ListFile { path, .. } = &e {
                     self.lock().watch([path.clone()]);
                 }
-                return Outcome::Rejected(e);
+                return Some(Outcome::Rejected(e));
             }
         };
         let read = started.elapsed();
@@ -403,24 +415,24 @@ impl Reloader {
                 // The files are what is in force: an error from a version since put right
                 // no longer stands.
                 st.status.last_error = None;
-                return Outcome::Unchanged;
+                return Some(Outcome::Unchanged);
             }
             st.generation + 1
         };
         if let Some(setting) = self.fixed.first_difference(&Fixed::of(&inputs.config)) {
-            return Outcome::Rejected(ReloadError::NeedsRestart {
+            return Some(Outcome::Rejected(ReloadError::NeedsRestart {
                 path: self.config_path.clone(),
                 setting,
-            });
+            }));
         }
         let previous = self.handle.load_full();
         let snap = match snapshot::compile_reusing(&inputs, generation, Some(&previous)) {
             Ok(s) => s,
             Err(source) => {
-                return Outcome::Rejected(ReloadError::Compile {
+                return Some(Outcome::Rejected(ReloadError::Compile {
                     path: self.config_path.clone(),
                     source,
-                });
+                }));
             }
         };
         tracing::debug!(
@@ -437,10 +449,9 @@ impl Reloader {
         }
         let warnings = snap.warnings.len();
         let mut st = self.lock();
-        // Another reload or a restrictions change may have published while we compiled: the
-        // newest generation wins (the next reload picks up what this one missed).
+        // Another reload or a restrictions change may have published while we compiled.
         if st.generation >= generation || st.store.restrictions != inputs.store.restrictions {
-            return Outcome::Unchanged;
+            return None;
         }
         // A list file is read twice: hashed here, then streamed again to compile it. If it
         // changed in between (rewritten in place), what was compiled is not what was hashed:
@@ -453,10 +464,10 @@ impl Reloader {
         st.debounce = inputs.config.reload.debounce;
         st.interval = inputs.config.reload.interval.unwrap_or(Duration::ZERO);
         st.watch(watched_files(&inputs));
-        Outcome::Applied {
+        Some(Outcome::Applied {
             generation,
             warnings,
-        }
+        })
     }
 }
 
