@@ -303,3 +303,77 @@ async fn magic_refuses_a_keyless_caller_before_reading_its_body() {
     }
     g.shutdown().await;
 }
+
+/// Scripts that post forms (`curl -d identifier=…`), as Clerk's server accepts: the fields
+/// are read as the JSON ones would be, booleans included; a bad value is Clerk's 422 and
+/// writes nothing; the bulk endpoint, which takes a JSON array, stays JSON-only.
+#[tokio::test]
+async fn form_bodies_are_read_like_json_ones() {
+    let g = start(&body("")).await;
+    let form = |method: &str, path: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin.test\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let r = raw(
+        g.admin,
+        form(
+            "POST",
+            "/v1/blocklist_identifiers",
+            "identifier=Eve%40ACME.com",
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["identifier"], "eve@acme.com");
+    assert_eq!(
+        post_json(g.addr, "/api/sign-up", &sign_up("eve@acme.com"))
+            .await
+            .status,
+        403
+    );
+
+    let r = raw(
+        g.admin,
+        form(
+            "POST",
+            "/v1/allowlist_identifiers",
+            "identifier=zed%40beta.io&notify=false",
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["identifier"], "zed@beta.io");
+
+    let before = admin(g.admin, "GET", "/v1/allowlist_identifiers", None).await;
+    let r = raw(
+        g.admin,
+        form(
+            "POST",
+            "/v1/allowlist_identifiers",
+            "identifier=kim%40beta.io&notify=perhaps",
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["code"], "form_param_type_invalid");
+    let after = admin(g.admin, "GET", "/v1/allowlist_identifiers", None).await;
+    assert_eq!(
+        before.json(),
+        after.json(),
+        "a refused form wrote something"
+    );
+
+    let r = raw(
+        g.admin,
+        form("POST", "/v1/invitations/bulk", "email_address=a%40b.io").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["code"], "unsupported_content_type");
+    g.shutdown().await;
+}

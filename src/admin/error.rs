@@ -346,6 +346,9 @@ impl IntoResponse for ClerkError {
 pub struct Params {
     map: Map<String, Value>,
     errors: Vec<ClerkError>,
+    /// Read from a form body: every value is a string (or, for a repeated key, an array of
+    /// them), which booleans and integers are parsed from, as Clerk's server does.
+    form: bool,
 }
 
 impl Params {
@@ -354,6 +357,15 @@ impl Params {
         Params {
             map,
             errors: Vec::new(),
+            form: false,
+        }
+    }
+
+    /// Wraps the fields of a form body (see [`parse_form`]).
+    pub fn from_form(map: Map<String, Value>) -> Params {
+        Params {
+            form: true,
+            ..Params::new(map)
         }
     }
 
@@ -369,6 +381,15 @@ impl Params {
         match self.map.remove(key) {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(b),
+            // Go's `strconv.ParseBool`, which Clerk's form decoding uses.
+            Some(Value::String(s)) if self.form => match s.as_str() {
+                "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+                "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+                _ => {
+                    self.wrong(key, "bool");
+                    None
+                }
+            },
             Some(_) => {
                 self.wrong(key, "bool");
                 None
@@ -392,6 +413,8 @@ impl Params {
     pub fn opt_strings(&mut self, key: &str) -> Option<Vec<String>> {
         match self.map.remove(key) {
             None | Some(Value::Null) => None,
+            // A form key given once.
+            Some(Value::String(s)) if self.form => Some(vec![s]),
             Some(Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
@@ -429,6 +452,7 @@ impl Params {
         match self.map.remove(key) {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+            Some(Value::String(s)) if self.form && s.parse::<i64>().is_ok() => s.parse().ok(),
             Some(_) => {
                 self.wrong(key, "integer");
                 None
@@ -494,8 +518,12 @@ impl<S: Send + Sync, T: FromParams> FromRequest<S> for ClerkJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (content_type, bytes) = read_body(req, state).await?;
-        let map = parse_body(content_type.as_deref(), &bytes)?;
-        let mut params = Params::new(map);
+        let form = content_type.as_deref().is_some_and(is_form);
+        let mut params = if form && !bytes.iter().all(u8::is_ascii_whitespace) {
+            Params::from_form(parse_form(&bytes)?)
+        } else {
+            Params::new(parse_body(content_type.as_deref(), &bytes)?)
+        };
         let value = T::from_params(&mut params);
         params.finish()?;
         Ok(ClerkJson(value))
@@ -575,11 +603,51 @@ pub(crate) fn parse_body_value(
     serde_json::from_slice::<Value>(bytes).map_err(|_| ClerkError::BodyInvalid)
 }
 
+/// The fields of a form body (`application/x-www-form-urlencoded`, which Clerk's server also
+/// takes; CONTRACT §1): each key's value as a string, a key given more than once (or as
+/// `key[]`) as an array of strings. Bytes that do not decode to UTF-8 are
+/// `request_body_invalid`.
+pub(crate) fn parse_form(bytes: &[u8]) -> Result<Map<String, Value>, ClerkError> {
+    let mut map = Map::new();
+    for (k, v) in form_urlencoded::parse(bytes) {
+        // The decoder replaces bad UTF-8 with U+FFFD: refused rather than guessed at.
+        if k.contains('\u{fffd}') || v.contains('\u{fffd}') {
+            return Err(ClerkError::BodyInvalid);
+        }
+        let key = k.strip_suffix("[]").unwrap_or(&k).to_owned();
+        let value = Value::String(v.into_owned());
+        match map.get_mut(&key) {
+            None if k.ends_with("[]") => {
+                map.insert(key, Value::Array(vec![value]));
+            }
+            None => {
+                map.insert(key, value);
+            }
+            Some(Value::Array(items)) => items.push(value),
+            Some(first) => {
+                let first = first.take();
+                map.insert(key, Value::Array(vec![first, value]));
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// `application/x-www-form-urlencoded`, optionally with `charset=utf-8`.
+fn is_form(ct: &str) -> bool {
+    media_type_is(ct, "application/x-www-form-urlencoded")
+}
+
 /// `application/json`, optionally with `charset=utf-8`.
 fn is_json(ct: &str) -> bool {
+    media_type_is(ct, "application/json")
+}
+
+/// `ct` is `essence`, with no parameter but `charset=utf-8`.
+fn media_type_is(ct: &str, want: &str) -> bool {
     let mut parts = ct.split(';');
     let essence = parts.next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
+    if !essence.eq_ignore_ascii_case(want) {
         return false;
     }
     parts.all(|p| {
@@ -851,6 +919,39 @@ mod tests {
         ] {
             assert_eq!(ok(ct, body).unwrap_err().code(), code, "{ct:?} {body}");
         }
+    }
+
+    #[test]
+    fn form_fields_and_their_types() {
+        let map = parse_form(b"identifier=a%40x.com&notify=t&tags=a&tags=b&ids[]=x&n=5").unwrap();
+        assert_eq!(map["identifier"], "a@x.com");
+        assert_eq!(map["tags"], serde_json::json!(["a", "b"]));
+        assert_eq!(map["ids"], serde_json::json!(["x"]));
+        let mut p = Params::from_form(map);
+        assert_eq!(p.opt_bool("notify"), Some(true));
+        assert_eq!(p.opt_strings("tags"), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(p.opt_strings("ids"), Some(vec!["x".into()]));
+        assert_eq!(p.opt_i64("n"), Some(5));
+        assert_eq!(p.opt_string("identifier").as_deref(), Some("a@x.com"));
+        assert!(p.finish().is_ok());
+        // A key given twice is not one string; a form has no objects.
+        let mut p = Params::from_form(parse_form(b"a=1&a=2&m=x&b=yes").unwrap());
+        assert_eq!(p.opt_string("a"), None);
+        assert_eq!(p.opt_object("m"), None);
+        assert_eq!(p.opt_bool("b"), None);
+        assert_eq!(p.finish().unwrap_err().0.len(), 3);
+        // JSON strings are not parsed as booleans.
+        let mut p = Params::new(
+            serde_json::json!({"b": "true"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        assert_eq!(p.opt_bool("b"), None);
+        assert_eq!(
+            parse_form(b"identifier=%ff").unwrap_err(),
+            ClerkError::BodyInvalid
+        );
     }
 
     #[tokio::test]

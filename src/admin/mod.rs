@@ -320,8 +320,8 @@ mod tests {
 
         let req = axum::http::Request::post("/v1/blocklist_identifiers")
             .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from("identifier=a%40x.com"))
+            .header(header::CONTENT_TYPE, "text/csv")
+            .body(Body::from("identifier\na@x.com"))
             .unwrap();
         let a = k.send(req).await;
         assert_eq!(
@@ -329,10 +329,7 @@ mod tests {
             (415, "unsupported_content_type"),
             "{a:?}"
         );
-        assert!(
-            a.long_message()
-                .contains("application/x-www-form-urlencoded")
-        );
+        assert!(a.long_message().contains("text/csv"));
 
         let a = k
             .call("POST", "/v1/blocklist_identifiers", Some("{nope"))
