@@ -377,3 +377,25 @@ async fn form_bodies_are_read_like_json_ones() {
     assert_eq!(r.json()["errors"][0]["code"], "unsupported_content_type");
     g.shutdown().await;
 }
+
+/// An id that does not decode to UTF-8 is Clerk's 404 in Clerk's envelope (axum's own answer
+/// was plain text, which the SDKs cannot read as an error).
+#[tokio::test]
+async fn an_undecodable_id_is_a_clerk_404() {
+    let g = start(&body("")).await;
+    for (method, path, code) in [
+        ("DELETE", "/v1/allowlist_identifiers/%FF", "resource_not_found"),
+        ("DELETE", "/v1/blocklist_identifiers/alid_%C3%28", "resource_not_found"),
+        ("POST", "/v1/invitations/%FF/revoke", "resource_not_found"),
+    ] {
+        let r = admin(g.admin, method, path, None).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json"),
+            "{path}"
+        );
+        assert_eq!(r.json()["errors"][0]["code"], code, "{path}");
+    }
+    g.shutdown().await;
+}

@@ -12,7 +12,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -527,6 +528,39 @@ impl<S: Send + Sync, T: FromParams> FromRequest<S> for ClerkJson<T> {
         let value = T::from_params(&mut params);
         params.finish()?;
         Ok(ClerkJson(value))
+    }
+}
+
+/// The id in a resource's path (`/v1/allowlist_identifiers/{id}`, `/v1/invitations/{id}`).
+/// An id that does not percent-decode to UTF-8 is Clerk's 404 for an unknown id of the kind
+/// (`INVITATION`: an invitation, else an identifier), in Clerk's envelope, not axum's plain
+/// text.
+#[derive(Debug)]
+pub struct ClerkId<const INVITATION: bool>(pub String);
+
+/// The id of an allowlist or blocklist identifier.
+pub type IdentifierId = ClerkId<false>;
+/// The id of an invitation.
+pub type InvitationId = ClerkId<true>;
+
+impl<S: Send + Sync, const INVITATION: bool> FromRequestParts<S> for ClerkId<INVITATION> {
+    type Rejection = ClerkErrors;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Ok(Path(id)) = Path::<String>::from_request_parts(parts, state).await {
+            return Ok(ClerkId(id));
+        }
+        // As sent, still percent-encoded (ASCII).
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|p| p.iter().next().map(|(_, v)| v.to_owned()))
+            .unwrap_or_default();
+        Err(ClerkErrors(vec![if INVITATION {
+            ClerkError::InvitationNotFound(raw)
+        } else {
+            ClerkError::IdentifierNotFound(raw)
+        }]))
     }
 }
 

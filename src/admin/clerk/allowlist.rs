@@ -9,14 +9,14 @@
 //! wallet (422 `form_conditional_param_disallowed`). Deleting an entry revokes the pending
 //! invitation for its identifier.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 
 use super::identifiers::{self, CreateRequest, ListQuery, Page};
 use crate::admin::AdminState;
-use crate::admin::error::{ClerkErrors, ClerkJson, FromParams, Params};
+use crate::admin::error::{ClerkErrors, ClerkId, ClerkJson, FromParams, IdentifierId, Params};
 use crate::lists::ListKind;
 
 const LIST: ListKind = ListKind::Allow;
@@ -64,7 +64,7 @@ async fn create(
 
 async fn remove(
     State(st): State<AdminState>,
-    Path(id): Path<String>,
+    ClerkId(id): IdentifierId,
 ) -> Result<Response, ClerkErrors> {
     Ok(Json(identifiers::delete(&st, LIST, &id).await?).into_response())
 }

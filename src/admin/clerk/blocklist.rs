@@ -3,14 +3,14 @@
 //! The listing is always `{data,total_count}`; `limit`/`offset` are honoured when given and
 //! everything is returned otherwise. Create takes only `identifier` (no `notify`).
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 
 use super::identifiers::{self, CreateRequest, ListQuery, Page};
 use crate::admin::AdminState;
-use crate::admin::error::{ClerkErrors, ClerkJson, FromParams, Params};
+use crate::admin::error::{ClerkErrors, ClerkId, ClerkJson, FromParams, IdentifierId, Params};
 use crate::lists::ListKind;
 
 const LIST: ListKind = ListKind::Block;
@@ -55,7 +55,7 @@ async fn create(
 
 async fn remove(
     State(st): State<AdminState>,
-    Path(id): Path<String>,
+    ClerkId(id): IdentifierId,
 ) -> Result<Response, ClerkErrors> {
     Ok(Json(identifiers::delete(&st, LIST, &id).await?).into_response())
 }

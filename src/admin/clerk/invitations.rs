@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -33,7 +33,9 @@ use serde_json::{Map, Value};
 
 use super::identifiers::ListQuery;
 use crate::admin::AdminState;
-use crate::admin::error::{ClerkError, ClerkErrors, ClerkJson, ClerkJsonValue, FromParams, Params};
+use crate::admin::error::{
+    ClerkError, ClerkErrors, ClerkId, ClerkJson, ClerkJsonValue, FromParams, InvitationId, Params,
+};
 use crate::config::InvitationsConfig;
 use crate::identifier::{self, Identifier, Kind};
 use crate::store::{
@@ -416,7 +418,7 @@ fn known_id(id: &str) -> Result<(), ClerkError> {
 
 async fn revoke(
     State(st): State<AdminState>,
-    Path(id): Path<String>,
+    ClerkId(id): InvitationId,
 ) -> Result<Response, ClerkErrors> {
     known_id(&id)?;
     let inv = st
@@ -429,7 +431,7 @@ async fn revoke(
 
 async fn remove(
     State(st): State<AdminState>,
-    Path(id): Path<String>,
+    ClerkId(id): InvitationId,
 ) -> Result<Response, ClerkErrors> {
     known_id(&id)?;
     let inv = st
