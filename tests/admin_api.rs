@@ -384,8 +384,16 @@ async fn form_bodies_are_read_like_json_ones() {
 async fn an_undecodable_id_is_a_clerk_404() {
     let g = start(&body("")).await;
     for (method, path, code) in [
-        ("DELETE", "/v1/allowlist_identifiers/%FF", "resource_not_found"),
-        ("DELETE", "/v1/blocklist_identifiers/alid_%C3%28", "resource_not_found"),
+        (
+            "DELETE",
+            "/v1/allowlist_identifiers/%FF",
+            "resource_not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/blocklist_identifiers/alid_%C3%28",
+            "resource_not_found",
+        ),
         ("POST", "/v1/invitations/%FF/revoke", "resource_not_found"),
     ] {
         let r = admin(g.admin, method, path, None).await;

@@ -344,3 +344,43 @@ async fn wrong_method_media_type_and_shape_are_magic_errors() {
     let a = k.call("GET", "/v1/blocklist_identifiers", None).await;
     assert_eq!(a.status, 200, "{a:?}");
 }
+
+/// An entry the store holds that a list file gained since: a PUT that lists it keeps the
+/// store's row (its id, and the invitation an allowlist entry may have) instead of deleting
+/// it as "managed in the file".
+#[tokio::test]
+async fn a_put_keeps_a_stored_entry_a_list_file_also_holds() {
+    let k = kit("", "", "# none yet\n");
+    call(&k, "PUT", json!({ "block_list": ["ann@x.com"] })).await;
+    let rows = || async {
+        k.state
+            .store
+            .list(crate::lists::ListKind::Block, None, 0)
+            .await
+            .unwrap()
+            .0
+    };
+    let before = rows().await;
+    assert_eq!(before.len(), 1);
+    std::fs::write(k._dir.path().join("block.txt"), "ann@x.com\n").unwrap();
+    assert!(matches!(
+        k.state.reloader.reload(),
+        crate::reload::Outcome::Applied { .. }
+    ));
+    let a = call(
+        &k,
+        "PUT",
+        json!({ "block_list": ["ann@x.com", "bo@x.com"] }),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json["data"]["block_list"]["removed"], json!([]), "{a:?}");
+    let after = rows().await;
+    let ann = |rows: &[crate::store::StoredEntry]| {
+        rows.iter()
+            .find(|e| e.identifier == "ann@x.com")
+            .map(|e| e.id.clone())
+    };
+    assert_eq!(ann(&after), ann(&before), "{after:?}");
+    assert!(k.denied("bo@x.com"));
+}
