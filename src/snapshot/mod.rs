@@ -313,6 +313,8 @@ impl std::fmt::Debug for AdminKeys {
 pub struct Snapshot {
     /// Increases by one with every published snapshot.
     pub generation: u64,
+    /// When the config and list files were compiled (a restrictions change keeps it: the
+    /// config's entries report it as their `created_at`).
     pub built_at: SystemTime,
     pub routes: Vec<Route>,
     pub route_table: RouteTable,
@@ -420,7 +422,7 @@ impl Snapshot {
     pub fn with_store_restrictions(&self, o: RestrictionOverrides, generation: u64) -> Snapshot {
         Snapshot {
             generation,
-            built_at: SystemTime::now(),
+            built_at: self.built_at,
             routes: self.routes.clone(),
             route_table: self.route_table.clone(),
             allow: self.allow.clone(),

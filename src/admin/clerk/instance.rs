@@ -233,6 +233,31 @@ mod tests {
         assert!(!InstanceRestrictions::of(&snap).allowlist);
     }
 
+    /// A restrictions change leaves the config's entries as they were: same ids, same
+    /// timestamps (they were reported as created anew).
+    #[tokio::test]
+    async fn a_restrictions_change_keeps_config_entries_timestamps() {
+        let k = kit("lists:\n  allow: [\"*@acme.com\"]\n", "", "");
+        let list = "/v1/allowlist_identifiers";
+        let before = k.call("GET", list, None).await;
+        assert_eq!(before.status, 200, "{before:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let a = k
+            .call(
+                "PATCH",
+                "/v1/instance/restrictions",
+                Some(r#"{"allowlist":true}"#),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{a:?}");
+        let after = k.call("GET", list, None).await;
+        assert_eq!(before.json, after.json);
+        assert!(
+            before.json[0]["created_at"].as_i64().is_some(),
+            "{before:?}"
+        );
+    }
+
     #[tokio::test]
     async fn restrictions_patch_stores_applies_and_reports_the_effective_policy() {
         let k = kit("", "", "");
