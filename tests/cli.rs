@@ -144,6 +144,27 @@ fn wait_line<R: BufRead>(r: &mut R, pick: impl Fn(&str) -> Option<String>) -> St
     panic!("expected line not printed");
 }
 
+/// `idgate run -c cfg`, logging at info to a pipe.
+fn run_binary(cfg: &Path) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .env("IDGATE_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The proxy address from the "idgate is serving" line.
+fn proxy_addr<R: BufRead>(err: &mut R) -> String {
+    wait_line(err, |l| {
+        let l = l.split("proxy=[").nth(1)?;
+        Some(l.split(']').next()?.to_owned())
+    })
+}
+
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -167,20 +188,9 @@ fn run_serves_curl_reloads_on_sighup_and_stops_on_sigterm() {
         )
     };
     std::fs::write(&cfg, text("*@acme.com")).unwrap();
-    let mut child = Proc(
-        Command::new(BIN)
-            .args(["run", "-c", cfg.to_str().unwrap()])
-            .env("IDGATE_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = run_binary(&cfg);
     let mut err = BufReader::new(child.0.stderr.take().unwrap());
-    let addr = wait_line(&mut err, |l| {
-        let l = l.split("proxy=[").nth(1)?;
-        Some(l.split(']').next()?.to_owned())
-    });
+    let addr = proxy_addr(&mut err);
     let url = format!("http://{addr}/api/sign-up");
     assert_eq!(curl_json(&url, "alice@acme.com"), "201");
     assert_eq!(curl_json(&url, "zed@beta.io"), "403");
@@ -230,15 +240,7 @@ fn sighup_during_start_up_reloads_instead_of_ending_the_process() {
         )
     };
     std::fs::write(&cfg, text("bob@acme.com")).unwrap();
-    let mut child = Proc(
-        Command::new(BIN)
-            .args(["run", "-c", cfg.to_str().unwrap()])
-            .env("IDGATE_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = run_binary(&cfg);
     // Once the list file is open, start-up is under way and not done.
     let fds = format!("/proc/{}/fd", child.0.id());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -262,10 +264,7 @@ fn sighup_during_start_up_reloads_instead_of_ending_the_process() {
     std::fs::write(&cfg, text("*@beta.io")).unwrap();
     signal(&child.0, "-HUP");
     let mut err = BufReader::new(child.0.stderr.take().unwrap());
-    let addr = wait_line(&mut err, |l| {
-        let l = l.split("proxy=[").nth(1)?;
-        Some(l.split(']').next()?.to_owned())
-    });
+    let addr = proxy_addr(&mut err);
     assert!(
         child.0.try_wait().unwrap().is_none(),
         "idgate ended on SIGHUP"
