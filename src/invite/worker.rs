@@ -14,10 +14,16 @@
 //! can drop the copy. A graceful stop is only looked at between deliveries, so the in-flight
 //! send and its mark always finish.
 //!
+//! When the store can be read but not written (a full disk), an outcome it could not record
+//! is kept in memory ([`Pending`]): a message the relay accepted is not sent again, a retry
+//! waits its backoff, and the worker waits too instead of reading the same due rows again at
+//! once. Each is written once the store takes writes again.
+//!
 //! Logs carry the delivery and invitation ids, the channel, attempts and errors — never the
 //! recipient, the link or the token.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -47,6 +53,21 @@ pub enum Outcome {
     Skipped,
 }
 
+/// An outcome the store could not record yet.
+#[derive(Debug, Clone)]
+enum Pending {
+    /// The relay accepted the message: never sent again.
+    Sent,
+    /// Not before `at`, after `attempts` failed attempts.
+    Retry {
+        attempts: u32,
+        at: i64,
+        error: String,
+    },
+    /// Given up.
+    GaveUp { error: String },
+}
+
 /// Sends the outbox.
 pub struct Worker {
     store: Arc<Store>,
@@ -54,6 +75,8 @@ pub struct Worker {
     email: Option<SmtpSender>,
     sms: Option<WebhookSender>,
     metrics: Option<Arc<Metrics>>,
+    /// Outcomes the store has not recorded yet, by delivery id.
+    unrecorded: Mutex<HashMap<i64, Pending>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -114,7 +137,75 @@ impl Worker {
             email,
             sms,
             metrics: None,
+            unrecorded: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn unrecorded(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Pending>> {
+        self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `p` for `id` until the store records it.
+    fn remember(&self, id: i64, p: Pending) {
+        self.unrecorded().insert(id, p);
+    }
+
+    /// The earliest time an unrecorded outcome is worth another look (now + a first backoff
+    /// for those without a time of their own); `None` when there are none.
+    fn next_unrecorded(&self, now: i64) -> Option<i64> {
+        let first = now.saturating_add(ms(backoff(
+            &self.cfg.retry,
+            1,
+            getrandom::u64().unwrap_or(0),
+        )));
+        self.unrecorded()
+            .values()
+            .map(|p| match p {
+                Pending::Retry { at, .. } => (*at).max(now),
+                _ => first,
+            })
+            .min()
+    }
+
+    /// Deals with `d` if an outcome of it is still unrecorded: records it if the store takes
+    /// it now (the attempt is not repeated), or leaves it for later. `None`: nothing held
+    /// back, or a retry whose time has come (its attempt count is returned through `attempts`).
+    async fn settle(&self, d: &Delivery, attempts: &mut u32) -> Option<Outcome> {
+        let pending = self.unrecorded().remove(&d.id)?;
+        let now = now_ms();
+        let stored = match &pending {
+            Pending::Sent => self.store.delivery_sent(d.id, now).await,
+            Pending::Retry {
+                attempts: n, at, ..
+            } if *at <= now => {
+                *attempts = (*attempts).max(*n);
+                return None;
+            }
+            Pending::Retry {
+                attempts: n,
+                at,
+                error,
+            } => {
+                self.store
+                    .delivery_retry(d.id, *n, *at, error.clone())
+                    .await
+            }
+            Pending::GaveUp { error } => self.store.delivery_give_up(d.id, error.clone()).await,
+        };
+        let outcome = match &pending {
+            Pending::Sent => Outcome::Sent,
+            Pending::Retry { at, error, .. } => Outcome::Retry {
+                at: *at,
+                error: error.clone(),
+            },
+            Pending::GaveUp { error } => Outcome::Failed {
+                error: error.clone(),
+            },
+        };
+        if stored.is_err() {
+            self.remember(d.id, pending);
+        }
+        Some(outcome)
     }
 
     /// Counts attempts in `idgate_invitation_deliveries_total{channel,outcome}`.
@@ -152,11 +243,17 @@ impl Worker {
                             soonest = Some(soonest.map_or(at, |s| s.min(at)));
                         }
                     }
-                    continue;
+                    // Every outcome is in the store: the next due rows are new ones. Otherwise
+                    // the same rows would come back at once; wait as for a retry.
+                    match self.next_unrecorded(now_ms()) {
+                        None => continue,
+                        Some(at) => soonest = Some(soonest.map_or(at, |s| s.min(at))),
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reading due invitation deliveries failed"),
             }
+            let now = now_ms();
             let wait = soonest.map_or(poll, |t| {
                 Duration::from_millis(u64::try_from(t - now).unwrap_or(0)).min(poll)
             });
@@ -211,7 +308,11 @@ impl Worker {
     /// One attempt at `d`, recorded in the store, the metrics and the log.
     pub async fn deliver(&self, d: &Delivery) -> Outcome {
         let channel = channel_name(d.channel);
-        let attempts = d.attempts.saturating_add(1);
+        let mut done = d.attempts;
+        if let Some(outcome) = self.settle(d, &mut done).await {
+            return outcome;
+        }
+        let attempts = done.saturating_add(1);
         let now = now_ms();
         // Claim it right before sending: a revoke (or acceptance, or expiry) that was answered
         // after this batch was read must win over the send.
@@ -237,6 +338,15 @@ impl Worker {
                     1,
                     getrandom::u64().unwrap_or(0),
                 )));
+                // Nothing was sent; the next look waits this long.
+                self.remember(
+                    d.id,
+                    Pending::Retry {
+                        attempts: done,
+                        at,
+                        error: e.to_string(),
+                    },
+                );
                 return Outcome::Retry {
                     at,
                     error: e.to_string(),
@@ -275,6 +385,14 @@ impl Worker {
                         .await
                     {
                         tracing::warn!(delivery = d.id, error = %e, "recording a delivery retry failed");
+                        self.remember(
+                            d.id,
+                            Pending::Retry {
+                                attempts,
+                                at,
+                                error: error.clone(),
+                            },
+                        );
                     }
                     tracing::warn!(
                         delivery = d.id,
@@ -304,6 +422,12 @@ impl Worker {
     async fn give_up(&self, d: &Delivery, attempts: u32, error: String) -> Outcome {
         if let Err(e) = self.store.delivery_give_up(d.id, error.clone()).await {
             tracing::warn!(delivery = d.id, error = %e, "recording a given-up delivery failed");
+            self.remember(
+                d.id,
+                Pending::GaveUp {
+                    error: error.clone(),
+                },
+            );
         }
         tracing::warn!(
             delivery = d.id,
@@ -327,8 +451,9 @@ impl Worker {
                     tracing::error!(
                         delivery = d.id,
                         error = %e,
-                        "the relay accepted the message but marking it sent failed; it may be sent again after a restart"
+                        "the relay accepted the message but marking it sent failed; it is not sent again by this process, and is marked once the store takes writes (a restart before that sends it again)"
                     );
+                    self.remember(d.id, Pending::Sent);
                 }
                 Err(_) => {
                     tokio::time::sleep(wait).await;
@@ -384,6 +509,71 @@ mod tests {
         let after = store.deliveries_of(&made[0].id).await.unwrap();
         assert_eq!(after[0].state, DeliveryState::Failed);
         assert_eq!(after[0].attempts, 0, "no attempt was made");
+    }
+
+    /// Outcomes the store could not record are kept: a delivery the relay accepted is
+    /// marked sent once the store takes writes, without another send; a retry waits for its
+    /// time; the worker's next look is due no later than that. The relay is a closed port, so
+    /// any send would come back as a new `Retry` with another error.
+    #[tokio::test]
+    async fn an_unrecorded_outcome_is_recorded_later_and_never_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = format!(
+            "listen:\n  - addr: 127.0.0.1:0\nupstream: http://127.0.0.1:9\nstore: {{sqlite: {db}}}\ninvitations:\n  url: \"https://app.example.com/accept?token={{{{token}}}}\"\n  email: {{host: 127.0.0.1, port: {port}, tls: none, from: no-reply@acme.com, timeout: 2s}}\n",
+            db = dir.path().join("s.db").display()
+        );
+        let cfg = crate::config::from_str(&text, &dir.path().join("c.yaml")).unwrap();
+        let store = Arc::new(Store::open_sqlite(&dir.path().join("s.db")).unwrap());
+        let worker = Worker::new(store.clone(), cfg.invitations.clone().unwrap()).unwrap();
+        let invite = |who: &str| NewInvitation {
+            identifier: who.into(),
+            identifier_type: IdentifierType::EmailAddress,
+            public_metadata: serde_json::json!({}),
+            redirect_url: None,
+            expires_at: Some(now_ms() + 86_400_000),
+            ignore_existing: false,
+            deliver: Some(Channel::Email),
+        };
+        let made = store
+            .create_invitations(vec![invite("sent@acme.com"), invite("later@acme.com")])
+            .await
+            .unwrap();
+        let due = store.due_deliveries(now_ms(), 10).await.unwrap();
+        assert_eq!(due.len(), 2);
+        let later = now_ms() + 60_000;
+        worker.remember(due[0].id, Pending::Sent);
+        worker.remember(
+            due[1].id,
+            Pending::Retry {
+                attempts: 1,
+                at: later,
+                error: "relay down".into(),
+            },
+        );
+        assert!(worker.next_unrecorded(now_ms()).is_some_and(|t| t <= later));
+
+        assert_eq!(worker.deliver(&due[0]).await, Outcome::Sent);
+        let d0 = store.deliveries_of(&made[0].id).await.unwrap();
+        assert_eq!(d0[0].state, DeliveryState::Sent);
+        assert_eq!(d0[0].attempts, 0, "not sent again");
+
+        assert_eq!(
+            worker.deliver(&due[1]).await,
+            Outcome::Retry {
+                at: later,
+                error: "relay down".into()
+            }
+        );
+        let d1 = store.deliveries_of(&made[1].id).await.unwrap();
+        assert_eq!(d1[0].state, DeliveryState::Pending);
+        assert_eq!(d1[0].attempts, 1);
+        assert!(store.due_deliveries(now_ms(), 10).await.unwrap().is_empty());
+        assert_eq!(worker.next_unrecorded(now_ms()), None, "all recorded");
     }
 
     #[test]
