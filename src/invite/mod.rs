@@ -15,6 +15,27 @@ pub mod worker;
 
 pub use worker::{Outcome, Worker};
 
+/// `text` with every word holding an `@` (an address, as relays quote the recipient in
+/// their replies: `550 5.1.1 <bob@example.com>: Recipient address rejected`) replaced by
+/// `<address>`: what a send error may say in logs and the delivery's `last_error`.
+pub(crate) fn without_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.contains('@') {
+            // Keep what follows the address (`:` after `<…>`).
+            let tail = word.rfind(['>', ')', ']']).map_or("", |end| &word[end + 1..]);
+            out.push_str("<address>");
+            out.push_str(tail);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 /// Why one send failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -27,6 +48,23 @@ pub enum SendError {
     /// The message can never be built (an invalid recipient, an expired invitation).
     #[error("{0}")]
     Undeliverable(String),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_are_cut_from_relay_replies() {
+        for (reply, want) in [
+            (
+                "smtp.example.com: permanent error (550): 5.1.1 <bob@example.com>: Recipient address rejected",
+                "smtp.example.com: permanent error (550): 5.1.1 <address>: Recipient address rejected",
+            ),
+            ("553 bob@example.com no", "553 <address> no"),
+            ("connection refused", "connection refused"),
+        ] {
+            assert_eq!(super::without_addresses(reply), want);
+        }
+    }
 }
 
 /// Why the delivery worker could not be set up.

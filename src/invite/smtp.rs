@@ -118,7 +118,11 @@ impl SmtpSender {
         let message = self.build(email)?;
         match tokio::time::timeout(self.deadline, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(SendError::Transient(format!("{}: {e}", self.relay))),
+            // A relay's reply may quote the recipient: never kept in logs or the store.
+            Ok(Err(e)) => Err(SendError::Transient(super::without_addresses(&format!(
+                "{}: {e}",
+                self.relay
+            )))),
             Err(_) => Err(SendError::Transient(format!(
                 "{}: no answer within {:?}",
                 self.relay, self.deadline
