@@ -72,7 +72,9 @@ pub async fn require_secret_key(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    match check(value, &st.snapshots.load().admin_keys) {
+    // Checked before the request runs: the snapshot is not held while it does.
+    let checked = check(value, &st.snapshots.load().admin_keys);
+    match checked {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }

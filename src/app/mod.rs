@@ -171,10 +171,9 @@ impl Gate {
     pub async fn start(config_path: &Path) -> Result<Gate, AppError> {
         // SIGHUP's default action ends the process: taken over before anything slow (reading
         // 1M-entry lists), so a reload asked for during start-up (a deploy hook, `systemctl
-        // reload`) is not a crash. One that arrives before the reload task listens is
-        // answered by a reload once the gate serves.
-        let mut early_hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        // reload`) is not a crash. The reload task's first pass re-reads whatever changed
+        // while the gate started (`reload::run`), which answers it.
+        let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let p = config_path.to_path_buf();
         let ControlPlane {
             inputs,
@@ -322,19 +321,6 @@ impl Gate {
             stop_rest_rx.clone(),
         ));
         rest.spawn(reload::run(reloader.clone(), stop_rest_rx));
-        if let Some(hup) = early_hangup.as_mut()
-            && std::future::poll_fn(|cx| std::task::Poll::Ready(hup.poll_recv(cx)))
-                .await
-                .is_ready()
-        {
-            tracing::info!("SIGHUP during start-up: reloading");
-            let r = reloader.clone();
-            rest.spawn(async move {
-                if let Err(e) = tokio::task::spawn_blocking(move || r.reload()).await {
-                    tracing::error!("reload task failed: {e}");
-                }
-            });
-        }
         tracing::info!(proxy = ?proxy_addrs, admin = %admin_addr, "idgate is serving");
         Ok(Gate {
             proxy_addrs,

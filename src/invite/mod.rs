@@ -26,7 +26,9 @@ pub(crate) fn without_addresses(text: &str) -> String {
         }
         if word.contains('@') {
             // Keep what follows the address (`:` after `<…>`).
-            let tail = word.rfind(['>', ')', ']']).map_or("", |end| &word[end + 1..]);
+            let tail = word
+                .rfind(['>', ')', ']'])
+                .map_or("", |end| &word[end + 1..]);
             out.push_str("<address>");
             out.push_str(tail);
         } else {

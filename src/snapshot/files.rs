@@ -87,8 +87,6 @@ struct Blocks<R> {
     bytes: u64,
     /// Lines in the blocks returned so far.
     lines: u32,
-    /// The last byte returned so far.
-    last: Option<u8>,
 }
 
 /// Complete lines of the file (the last may lack its `\n`), starting at line `first`.
@@ -122,7 +120,6 @@ impl<R: Read> Blocks<R> {
             hasher: std::collections::hash_map::DefaultHasher::new(),
             bytes: 0,
             lines: 0,
-            last: None,
         }
     }
 
@@ -168,7 +165,6 @@ impl<R: Read> Blocks<R> {
         self.carry
             .extend_from_slice(buf.get(cut..).unwrap_or_default());
         buf.truncate(cut);
-        self.last = buf.last().copied().or(self.last);
         self.hasher.write(&buf);
         self.bytes += buf.len() as u64;
         let first = self.lines.saturating_add(1);
@@ -469,13 +465,11 @@ fn compile_blocks<R: Read>(
         })?;
     }
     let (builder, warnings) = (add.builder, add.warnings);
-    let ends_line = blocks.last.is_none_or(|b| b == b'\n');
     let (hash, bytes) = blocks.finish();
     Ok(FilePart {
         path: file.path.clone(),
         hash,
         bytes,
-        ends_line,
         matcher: builder.build(),
         warnings,
     })

@@ -73,8 +73,6 @@ pub struct FilePart {
     /// Hash and length of the content compiled.
     pub hash: u64,
     pub bytes: u64,
-    /// Whether that content ended with a line break (or was empty).
-    pub ends_line: bool,
     pub matcher: Matcher,
     /// Skipped lines, reported with file and line.
     pub warnings: Vec<String>,
@@ -482,35 +480,28 @@ fn builtin_disposable() -> Arc<DisposableDomains> {
         .clone()
 }
 
-/// Why a changed list file looks like one read while it was being rewritten in place (`>`
-/// truncates it first; a writer may pause mid-line), compared with the version in force:
-/// applying it would drop entries the lists hold now. `None` when it looks whole. A file
-/// emptied on purpose keeps a comment line; a file replaced by a rename is never seen half
-/// written.
+/// Why a changed list file would drop every entry the version in force has, as a file read
+/// while being rewritten in place does (`>` empties it first): empty, or with no valid line.
+/// `None` when it has an entry, or when the version in force had none. A file emptied on
+/// purpose keeps a comment line; a file replaced by a rename is never seen half written.
 fn caught_mid_write(part: &FilePart, before: Option<&FilePart>) -> Option<String> {
     let before = before.filter(|b| !b.matcher.is_empty())?;
-    let path = part.path.display();
-    let had = before.matcher.len();
-    if part.matcher.is_empty() && (part.bytes == 0 || !part.warnings.is_empty()) {
-        let what = if part.bytes == 0 {
-            "is empty"
-        } else {
-            "has no valid entry"
-        };
-        return Some(format!(
-            "{path}: the file {what} where the version in force has {had} entries: refused as a \
-             file caught while being rewritten (write list files elsewhere and rename them into \
-             place); to empty it on purpose, leave a comment line in it"
-        ));
+    if !part.matcher.is_empty() || (part.bytes > 0 && part.warnings.is_empty()) {
+        return None;
     }
-    if !part.ends_line && before.ends_line {
-        return Some(format!(
-            "{path}: the last line has no line break where the version in force ended with \
-             one: refused as a file caught while being written (its last entry may be cut \
-             short); end the file with a line break"
-        ));
-    }
-    None
+    let what = if part.bytes == 0 {
+        "is empty"
+    } else {
+        "has no valid entry"
+    };
+    Some(format!(
+        "{}: the file {what} where the version in force has {} entries: refused, as it would \
+         drop them all (a file read while being rewritten in place looks like this: write list \
+         files elsewhere and rename them into place); to empty it on purpose, leave a comment \
+         line in it",
+        part.path.display(),
+        before.matcher.len()
+    ))
 }
 
 /// Compiles inputs into a snapshot. Reports every problem at once.
