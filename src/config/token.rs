@@ -443,6 +443,15 @@ pub(super) fn userinfo(
         Duration::from_secs(60),
         e,
     );
+    if let Some(s) = &r.cache_ttl
+        && cache_ttl > Duration::from_secs(86_400)
+    {
+        e.at(
+            format!("{path}.cache_ttl"),
+            s,
+            "must be at most 24h: a revoked token would still be answered from the cache that long",
+        );
+    }
     let cache_size = r
         .cache_size
         .as_ref()
@@ -602,6 +611,10 @@ mod tests {
                 "at most 5m",
             ),
             ("userinfo: { from: { form: t } }", "needs `url`"),
+            (
+                "userinfo: { from: { form: t }, url: https://u, cache_ttl: 400000d }",
+                "at most 24h",
+            ),
             (
                 "userinfo: { from: { form: t }, url: https://u, format: xml }",
                 "github_emails",
