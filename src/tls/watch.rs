@@ -23,8 +23,12 @@ pub async fn run(
         return;
     }
     let mut triggers = Triggers::new("certificates");
-    triggers.watch(stores.iter().flat_map(|s| s.watched_files()));
-    while triggers.next(&mut stop, debounce, interval).await.is_some() {
+    loop {
+        // Again before each wait: mends watches a directory swap or creation made stale.
+        triggers.watch(stores.iter().flat_map(|s| s.watched_files()));
+        if triggers.next(&mut stop, debounce, interval).await.is_none() {
+            break;
+        }
         let s = stores.clone();
         let done = tokio::task::spawn_blocking(move || {
             for store in &s {

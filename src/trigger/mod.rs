@@ -10,7 +10,9 @@
 //! atomic-writer path (`..data`, `..2026_…`), a directory or a symlink (a swap a watched path
 //! may go through), or one without a path (events were lost). Other files in the same
 //! directory — a log, an audit file, a database — never set off a re-read: each would cost a
-//! read and hash of every list file.
+//! read and hash of every list file. A directory watched only on the way to a watched one
+//! (the parent of a symlink, the ancestor of a missing directory) counts only for that one
+//! name.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -48,17 +50,26 @@ struct Watched {
     ok: bool,
 }
 
+/// Which events may concern a watched file (see [`concerns`]).
+#[derive(Debug, Default)]
+struct Scope {
+    /// File names of the watched files.
+    names: HashSet<OsString>,
+    /// The directories the watched files are in.
+    own: HashSet<PathBuf>,
+    /// Other directories watched, each for the names in it that matter: a symlink on the way
+    /// to an own directory, or the next step of the path to one that does not exist yet.
+    ancestors: std::collections::HashMap<PathBuf, HashSet<OsString>>,
+}
+
 /// File events, SIGHUP and the periodic timer, for one consumer.
 pub struct Triggers {
     events: mpsc::UnboundedReceiver<()>,
     watcher: Option<RecommendedWatcher>,
     /// Directories watched.
     watching: Vec<Watched>,
-    /// File names of the watched files (read by the watcher's thread).
-    names: Arc<RwLock<HashSet<OsString>>>,
-    /// The watched directories' paths (read by the watcher's thread: an event on one of them
-    /// is the directory itself deleted or moved away).
-    dirs: Arc<RwLock<HashSet<PathBuf>>>,
+    /// What events count (read by the watcher's thread).
+    scope: Arc<RwLock<Scope>>,
     /// Events the watcher delivered, relevant or not.
     delivered: Arc<AtomicU64>,
     sighup: Option<Signal>,
@@ -68,10 +79,8 @@ impl Triggers {
     /// A watcher with nothing watched yet; `what` names the consumer in log lines.
     pub fn new(what: &str) -> Triggers {
         let (tx, events) = mpsc::unbounded_channel::<()>();
-        let names: Arc<RwLock<HashSet<OsString>>> = Arc::default();
-        let dirs: Arc<RwLock<HashSet<PathBuf>>> = Arc::default();
-        let watched = names.clone();
-        let watched_dirs = dirs.clone();
+        let scope: Arc<RwLock<Scope>> = Arc::default();
+        let watched = scope.clone();
         let delivered = Arc::new(AtomicU64::new(0));
         let counted = delivered.clone();
         let handler = move |ev: notify::Result<notify::Event>| {
@@ -79,8 +88,7 @@ impl Triggers {
             // An error from the watcher may mean lost events: re-read to be safe.
             let relevant = match &ev {
                 Ok(ev) => {
-                    is_change(&ev.kind)
-                        && (ev.need_rescan() || concerns(&ev.paths, &watched, &watched_dirs))
+                    is_change(&ev.kind) && (ev.need_rescan() || concerns(&ev.paths, &watched))
                 }
                 Err(_) => true,
             };
@@ -106,8 +114,7 @@ impl Triggers {
             events,
             watcher,
             watching: Vec::new(),
-            names,
-            dirs,
+            scope,
             delivered,
             sighup: signal(SignalKind::hangup()).ok(),
         }
@@ -119,29 +126,47 @@ impl Triggers {
         self.delivered.load(Ordering::Relaxed)
     }
 
-    /// Watches `files` through their parent directories. Called again before each wait, it
-    /// also mends what changed since: a directory reached through a symlink that now leads
-    /// elsewhere (git-sync, a release directory swapped) is watched again, so is the parent
-    /// of each such symlink (its swap is the event), and a directory that does not exist yet
-    /// is watched through its nearest existing ancestor until it does.
+    /// Watches `files` through their parent directories. Called again before each wait
+    /// with every file to watch, it also mends what changed since: a directory reached
+    /// through a symlink that now leads elsewhere (git-sync, a release directory swapped) is
+    /// watched again, so is the parent of each such symlink (for that name only: its swap is
+    /// the event), a directory that does not exist yet is watched through its nearest
+    /// existing ancestor (for the next name on the path), a failed watch is tried again, and
+    /// watches no longer needed are dropped.
     pub fn watch(&mut self, files: impl IntoIterator<Item = PathBuf>) {
         let Some(w) = self.watcher.as_mut() else {
             return;
         };
-        let mut wanted: Vec<PathBuf> = Vec::new();
+        let mut scope = Scope::default();
         for file in files {
             if let Some(name) = file.file_name() {
-                self.names
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.to_os_string());
+                scope.names.insert(name.to_os_string());
             }
-            for d in watch_points(&parent_dir(&file)) {
-                if !wanted.contains(&d) {
-                    wanted.push(d);
+            let dir = parent_dir(&file);
+            for (point, name) in watch_points(&dir) {
+                match name {
+                    None => {
+                        scope.own.insert(point);
+                    }
+                    Some(n) => {
+                        scope.ancestors.entry(point).or_default().insert(n);
+                    }
                 }
             }
         }
+        let wanted: Vec<PathBuf> = scope
+            .own
+            .iter()
+            .chain(scope.ancestors.keys())
+            .cloned()
+            .collect();
+        self.watching.retain(|x| {
+            let keep = wanted.contains(&x.path);
+            if !keep && x.ok {
+                let _ = w.unwatch(&x.path);
+            }
+            keep
+        });
         for dir in wanted {
             let id = dir_id(&dir);
             let known = self.watching.iter().position(|x| x.path == dir);
@@ -166,20 +191,13 @@ impl Triggers {
                 }
                 (Err(_), Some(false)) => {}
             }
-            let entry = Watched {
-                path: dir.clone(),
-                id,
-                ok,
-            };
+            let entry = Watched { path: dir, id, ok };
             match known {
                 Some(i) => self.watching[i] = entry,
                 None => self.watching.push(entry),
             }
-            self.dirs
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(dir);
         }
+        *self.scope.write().unwrap_or_else(|p| p.into_inner()) = scope;
     }
 
     /// Waits for the next reason to re-read; `None` once `stop` turns true. `interval` zero:
@@ -237,23 +255,35 @@ fn parent_dir(p: &Path) -> PathBuf {
     }
 }
 
-/// The directories to watch for files in `dir`: `dir` itself and the parent of every
-/// symlink on its path (replacing the symlink is the event); when `dir` does not exist, its
-/// nearest existing ancestor (creating the next step of the path is the event).
-fn watch_points(dir: &Path) -> Vec<PathBuf> {
-    let Some(existing) = dir
-        .ancestors()
-        .filter(|a| !a.as_os_str().is_empty())
-        .find(|a| a.is_dir())
-    else {
-        return Vec::new();
+/// Where to watch for files in `dir`: `dir` itself (`None`: an own directory) and the
+/// parent of every symlink on its path, for that symlink's name (replacing it is the event);
+/// when `dir` does not exist, its nearest existing ancestor, for the next name on the path
+/// (creating it is the event). The root is never watched for a name.
+fn watch_points(dir: &Path) -> Vec<(PathBuf, Option<OsString>)> {
+    let mut points = Vec::new();
+    let mut below: Option<&Path> = None;
+    let mut existing = None;
+    for a in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if a.is_dir() {
+            existing = Some(a);
+            break;
+        }
+        below = Some(a);
+    }
+    let Some(existing) = existing else {
+        return points;
     };
-    let mut points = vec![existing.to_path_buf()];
+    match below.and_then(Path::file_name) {
+        None => points.push((existing.to_path_buf(), None)),
+        Some(next) => points.push((existing.to_path_buf(), Some(next.to_os_string()))),
+    }
     for a in existing.ancestors().filter(|a| !a.as_os_str().is_empty()) {
-        if std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()) {
+        if std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink())
+            && let Some(name) = a.file_name()
+        {
             let parent = parent_dir(a);
-            if !points.contains(&parent) {
-                points.push(parent);
+            if parent != Path::new("/") {
+                points.push((parent, Some(name.to_os_string())));
             }
         }
     }
@@ -266,26 +296,30 @@ fn dir_id(dir: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Whether an event on `paths` may concern a watched file (see the module doc).
-fn concerns(
-    paths: &[PathBuf],
-    names: &RwLock<HashSet<OsString>>,
-    dirs: &RwLock<HashSet<PathBuf>>,
-) -> bool {
+/// Whether an event on `paths` may concern a watched file (see the module doc): in an own
+/// directory, one naming a watched file, a Kubernetes atomic-writer path, a directory or a
+/// symlink; an own directory itself deleted or moved; in another watched directory, only the
+/// names it is watched for.
+fn concerns(paths: &[PathBuf], scope: &RwLock<Scope>) -> bool {
     if paths.is_empty() {
         return true;
     }
-    let names = names.read().unwrap_or_else(|p| p.into_inner());
-    let dirs = dirs.read().unwrap_or_else(|p| p.into_inner());
+    let scope = scope.read().unwrap_or_else(|p| p.into_inner());
     paths.iter().any(|p| {
-        // A watched directory itself deleted or moved away.
-        if dirs.contains(p) {
+        if scope.own.contains(p) {
             return true;
         }
         let Some(name) = p.file_name() else {
             return true;
         };
-        names.contains(name)
+        let parent = parent_dir(p);
+        if !scope.own.contains(&parent) {
+            return scope
+                .ancestors
+                .get(&parent)
+                .is_some_and(|names| names.contains(name));
+        }
+        scope.names.contains(name)
             // Kubernetes' atomic writer (ConfigMap and Secret volumes) renames a new `..data`
             // symlink, to a new `..<timestamp>` directory, over the old one.
             || name.as_encoded_bytes().starts_with(b"..")
@@ -415,6 +449,33 @@ mod tests {
         std::fs::write(&file, "b@x.com\n").unwrap();
         assert_eq!(next(&mut t, &mut stop, 10_000).await, Some(Cause::Changed));
         assert!(t.events_delivered() > before);
+    }
+
+    /// A list file in a directory that does not exist yet is waited for through the
+    /// nearest existing ancestor, for the directory's name only (another directory made
+    /// there, as `mkdtemp` in /tmp does, is no event); once it exists it is watched itself
+    /// and the ancestor no longer.
+    #[tokio::test]
+    async fn a_missing_directory_is_awaited_through_its_parent_for_its_name_only() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("later").join("allow.txt");
+        let mut t = Triggers::new("test");
+        t.watch([file.clone()]);
+        let (_tx, mut stop) = watch::channel(false);
+        std::fs::create_dir(root.path().join("other")).unwrap();
+        std::fs::write(root.path().join("other.txt"), "x").unwrap();
+        assert_eq!(
+            next(&mut t, &mut stop, 600).await,
+            None,
+            "a sibling counted"
+        );
+        std::fs::create_dir(root.path().join("later")).unwrap();
+        assert_eq!(next(&mut t, &mut stop, 10_000).await, Some(Cause::Changed));
+        t.watch([file.clone()]);
+        let watched: Vec<&Path> = t.watching.iter().map(|w| w.path.as_path()).collect();
+        assert_eq!(watched, [root.path().join("later").as_path()]);
+        std::fs::write(&file, "a@x.com\n").unwrap();
+        assert_eq!(next(&mut t, &mut stop, 10_000).await, Some(Cause::Changed));
     }
 
     /// A directory with `allow.txt` (`a@x.com`) in it, watched; the stop channel.
