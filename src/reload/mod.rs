@@ -383,8 +383,8 @@ impl Reloader {
     }
 
     fn try_reload(&self) -> Outcome {
-        // A restrictions change or another reload published while this one compiled: its
-        // snapshot is stale, so the files are read again (three tries; then the next trigger).
+        // Another reload published while this one compiled: the files are read again (three
+        // tries; a reload that kept winning read them later than this one).
         for _ in 0..3 {
             if let Some(outcome) = self.try_reload_once() {
                 return outcome;
@@ -409,7 +409,7 @@ impl Reloader {
             }
         };
         let read = started.elapsed();
-        let generation = {
+        let (mut generation, in_force) = {
             let mut st = self.lock();
             if st.fingerprint == fingerprint && st.store.restrictions == inputs.store.restrictions {
                 // The files are what is in force: an error from a version since put right
@@ -417,7 +417,7 @@ impl Reloader {
                 st.status.last_error = None;
                 return Some(Outcome::Unchanged);
             }
-            st.generation + 1
+            (st.generation + 1, st.fingerprint)
         };
         if let Some(setting) = self.fixed.first_difference(&Fixed::of(&inputs.config)) {
             return Some(Outcome::Rejected(ReloadError::NeedsRestart {
@@ -449,9 +449,16 @@ impl Reloader {
         }
         let warnings = snap.warnings.len();
         let mut st = self.lock();
-        // Another reload or a restrictions change may have published while we compiled.
+        // Something was published while this compiled. Another reload: its files may be
+        // newer, so they are read again. Only a restrictions change (the admin API): this
+        // snapshot takes the current restrictions, as that change did.
+        let mut snap = snap;
         if st.generation >= generation || st.store.restrictions != inputs.store.restrictions {
-            return None;
+            if st.fingerprint != in_force {
+                return None;
+            }
+            generation = st.generation + 1;
+            snap = snap.with_store_restrictions(st.store.restrictions, generation);
         }
         // A list file is read twice: hashed here, then streamed again to compile it. If it
         // changed in between (rewritten in place), what was compiled is not what was hashed:
