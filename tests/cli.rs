@@ -281,6 +281,49 @@ fn sighup_during_start_up_reloads_instead_of_ending_the_process() {
     assert_eq!(curl_json(&url, "user5@example5.com"), "201");
 }
 
+/// One gate per store: a second `idgate run` on the same database (another port, a
+/// blue/green deploy) refuses to start, naming the lock, and the first keeps serving; once
+/// the first stops, it starts.
+#[test]
+fn a_second_gate_on_the_same_store_refuses_to_start() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream = rt.block_on(idgate::app::demo::start_app()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen:\n  - addr: 127.0.0.1:0\nupstream: http://{upstream}\nadmin:\n  listen: 127.0.0.1:0\nroutes:\n  - name: sign-up\n    path: /api/sign-up\n    kind: sign_up\n    identifier: [{{ json: /email }}]\nreload:\n  interval: 0s\n"
+        ),
+    )
+    .unwrap();
+    let mut first = run_binary(&cfg);
+    let mut err = BufReader::new(first.0.stderr.take().unwrap());
+    let addr = proxy_addr(&mut err);
+    let second = Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .env("IDGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        !second.status.success(),
+        "a second gate started on the store"
+    );
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        said.contains("another idgate process uses this store") && said.contains(".lock"),
+        "{said}"
+    );
+    let url = format!("http://{addr}/api/sign-up");
+    assert_eq!(curl_json(&url, "alice@acme.com"), "201");
+    signal(&first.0, "-TERM");
+    assert!(first.0.wait().unwrap().success());
+    let mut again = run_binary(&cfg);
+    let mut err = BufReader::new(again.0.stderr.take().unwrap());
+    let _ = proxy_addr(&mut err);
+    assert!(again.0.try_wait().unwrap().is_none());
+}
+
 #[test]
 fn demo_prints_curl_lines_that_behave_as_documented() {
     let mut child = Proc(

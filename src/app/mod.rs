@@ -67,6 +67,8 @@ pub struct Gate {
     reloader: Arc<Reloader>,
     snapshots: SnapshotHandle,
     certificates: Vec<Arc<CertStore>>,
+    /// Held while the gate runs; dropped with it.
+    _store_lock: std::fs::File,
 }
 
 /// Every TLS setting of a config, loaded: per proxy listener (in `listen` order) and for the
@@ -128,6 +130,8 @@ pub struct ControlPlane {
     pub snapshots: SnapshotHandle,
     pub store: Arc<Store>,
     pub reloader: Arc<Reloader>,
+    /// This process's hold on the store (`store::lock_exclusive`), released when dropped.
+    pub store_lock: std::fs::File,
 }
 
 impl ControlPlane {
@@ -136,6 +140,7 @@ impl ControlPlane {
     pub fn open(config_path: &Path) -> Result<ControlPlane, AppError> {
         // The config names the store; the store's entries join the first snapshot.
         let config = crate::config::load(config_path).map_err(ReloadError::Config)?;
+        let store_lock = crate::store::lock_exclusive(&config.store.sqlite)?;
         let store = Store::open_sqlite(&config.store.sqlite)?;
         let state = store.load()?;
         let view = StoreView {
@@ -162,6 +167,7 @@ impl ControlPlane {
             snapshots,
             store: Arc::new(store),
             reloader,
+            store_lock,
         })
     }
 }
@@ -180,6 +186,7 @@ impl Gate {
             snapshots,
             store,
             reloader,
+            store_lock,
         } = tokio::task::spawn_blocking(move || ControlPlane::open(&p))
             .await
             .map_err(|e| AppError::Task(e.to_string()))??;
@@ -333,6 +340,7 @@ impl Gate {
             reloader,
             snapshots,
             certificates,
+            _store_lock: store_lock,
         })
     }
 

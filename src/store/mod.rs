@@ -248,6 +248,40 @@ pub enum StoreError {
     },
 }
 
+/// Takes `<db>.lock` for this process until the file returned is dropped: one gate per
+/// store. Two gates on one database would each send every invitation (a delivery's claim is
+/// a check, not a lease) and neither would apply the other's writes to its lists. Refused
+/// while another process holds it (`idgate check` reads the store without it).
+pub fn lock_exclusive(db: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let err = |message: String| StoreError::Open {
+        path: db.to_path_buf(),
+        message,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| err(format!("creating {}: {e}", parent.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| err(format!("opening {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(err(format!(
+            "another idgate process uses this store (it holds {}); run one gate per store",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(err(format!("locking {}: {e}", path.display())))
+        }
+    }
+}
+
 /// The store. An enum over backends (SQLite now; PostgreSQL next) so callers never change.
 /// Cloning is cheap (an `Arc` inside); the backend shuts down when the last clone is dropped.
 #[derive(Clone, Debug)]
