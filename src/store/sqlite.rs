@@ -749,7 +749,13 @@ pub(crate) fn write_batch(
             }
         });
     }
-    if let Err(e) = tx.commit() {
+    // Rolled back under us (see `in_savepoint`): nothing of the batch is stored.
+    let committed = if tx.is_autocommit() {
+        Err("the transaction was rolled back by SQLite".to_owned())
+    } else {
+        tx.commit().map_err(|e| e.to_string())
+    };
+    if let Err(e) = committed {
         let msg = format!("commit failed: {e}");
         for d in done {
             match d {
@@ -836,6 +842,14 @@ fn in_savepoint<T>(
     tx: &mut rusqlite::Transaction<'_>,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
+    // SQLite rolls the whole transaction back on some errors (a full disk, I/O, memory):
+    // a SAVEPOINT now would start a transaction of its own, which its RELEASE would commit
+    // while the batch is reported failed. Nothing more runs in this batch.
+    if tx.is_autocommit() {
+        return Err(StoreError::Unavailable(
+            "the batch's transaction was rolled back by SQLite".into(),
+        ));
+    }
     let sp = tx.savepoint().map_err(unavailable)?;
     let out = f(&sp)?;
     // On the error path above `sp` is dropped, which rolls it back.
@@ -1027,4 +1041,40 @@ pub(crate) fn open_write_connection(path: &Path) -> Result<Connection, String> {
     let conn = Connection::open(path).map_err(|e| e.to_string())?;
     configure(&conn)?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After SQLite rolled the batch's transaction back under it (as on a full disk), a
+    /// further op is refused instead of running, and committed, in a transaction of its own.
+    #[test]
+    fn nothing_runs_after_the_transaction_was_rolled_back() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let mut tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        let ok = in_savepoint(&mut tx, |c| {
+            c.execute("INSERT INTO t VALUES (1)", [])
+                .map_err(unavailable)
+        });
+        assert!(ok.is_ok());
+        // What SQLite does by itself on SQLITE_FULL and friends.
+        tx.execute_batch("ROLLBACK").unwrap();
+        let after = in_savepoint(&mut tx, |c| {
+            c.execute("INSERT INTO t VALUES (2)", [])
+                .map_err(unavailable)
+        });
+        assert!(
+            matches!(after, Err(StoreError::Unavailable(_))),
+            "{after:?}"
+        );
+        drop(tx);
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "a row was committed after the rollback");
+    }
 }
