@@ -117,7 +117,7 @@ struct Inner {
     deliveries: Arc<Notify>,
     observer: Mutex<Option<super::OpObserver>>,
     /// Bumped after every committed op that can add a pending invitation.
-    invitations_added: std::sync::atomic::AtomicU64,
+    invitations_added: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Called by the writer thread with every batch's committed changes, in commit order, after
@@ -214,9 +214,20 @@ impl SqliteStore {
         let writer_hook = hook.clone();
         let deliveries = Arc::new(Notify::new());
         let writer_deliveries = Arc::clone(&deliveries);
+        let invitations_added = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer_invitations = Arc::clone(&invitations_added);
         let thread = std::thread::Builder::new()
             .name("idgate-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, events, writer_hook, writer_deliveries))
+            .spawn(move || {
+                writer_loop(
+                    writer,
+                    rx,
+                    events,
+                    writer_hook,
+                    writer_deliveries,
+                    writer_invitations,
+                )
+            })
             .map_err(|e| open_err(format!("starting the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -228,7 +239,7 @@ impl SqliteStore {
                 hook,
                 deliveries,
                 observer: Mutex::new(None),
-                invitations_added: std::sync::atomic::AtomicU64::new(0),
+                invitations_added,
             }),
         })
     }
@@ -395,12 +406,10 @@ impl SqliteStore {
         &self,
         items: Vec<NewInvitation>,
     ) -> Result<Vec<Invitation>, StoreError> {
-        let out = match self.invite(Op::Create(items)).await? {
+        match self.invite(Op::Create(items)).await? {
             Outcome::Invitations(v) => Ok(v),
             other => Err(mismatch(&other)),
-        };
-        self.bump_invitations();
-        out
+        }
     }
 
     /// Changes whenever a committed op may have added a pending invitation (see
@@ -409,12 +418,6 @@ impl SqliteStore {
         self.inner
             .invitations_added
             .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn bump_invitations(&self) {
-        self.inner
-            .invitations_added
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The identifiers that have a pending invitation (past-due ones included).
@@ -431,15 +434,13 @@ impl SqliteStore {
         entry: NewEntry,
         invitation: NewInvitation,
     ) -> Result<(StoredEntry, Invitation), StoreError> {
-        let out = match self
+        match self
             .invite(Op::AllowWithInvitation(entry, invitation))
             .await?
         {
             Outcome::Entry(e, i) => Ok((e, i)),
             other => Err(mismatch(&other)),
-        };
-        self.bump_invitations();
-        out
+        }
     }
 
     /// Revokes invitation `id` and gives up its pending deliveries.
@@ -688,6 +689,7 @@ fn writer_loop(
     events: broadcast::Sender<Change>,
     hook: HookSlot,
     deliveries: Arc<Notify>,
+    invitations_added: Arc<std::sync::atomic::AtomicU64>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = Vec::with_capacity(16);
@@ -699,20 +701,37 @@ fn writer_loop(
             }
         }
         let current = hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if write_batch(&mut conn, jobs, &events, current.as_ref()) {
+        let committed = write_batch(
+            &mut conn,
+            jobs,
+            &events,
+            current.as_ref(),
+            Some(&invitations_added),
+        );
+        if committed.queued {
             deliveries.notify_one();
         }
     }
 }
 
+/// What a committed batch did, beyond its changes.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Committed {
+    /// It queued deliveries.
+    pub queued: bool,
+    /// It may have added pending invitations.
+    pub invited: bool,
+}
+
 /// Runs `jobs` in one transaction (a SAVEPOINT each), commits, publishes the changes in order,
-/// then answers every caller. Returns whether the committed batch queued deliveries.
+/// then answers every caller.
 pub(crate) fn write_batch(
     conn: &mut Connection,
     jobs: Vec<Job>,
     events: &broadcast::Sender<Change>,
     hook: Option<&CommitHook>,
-) -> bool {
+    invitations_added: Option<&std::sync::atomic::AtomicU64>,
+) -> Committed {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -720,7 +739,7 @@ pub(crate) fn write_batch(
             for job in jobs {
                 fail(job, &msg);
             }
-            return false;
+            return Committed::default();
         }
     };
     let mut done = Vec::with_capacity(jobs.len());
@@ -773,11 +792,26 @@ pub(crate) fn write_batch(
                 }
             }
         }
-        return false;
+        return Committed::default();
     }
-    let queued = done
-        .iter()
-        .any(|d| matches!(d, Done::Invite(_, true, Ok(_))));
+    let committed = Committed {
+        queued: done
+            .iter()
+            .any(|d| matches!(d, Done::Invite(_, true, Ok(_)))),
+        invited: done.iter().any(|d| {
+            matches!(
+                d,
+                Done::Invite(_, _, Ok(Outcome::Invitations(_) | Outcome::Entry(..)))
+            )
+        }),
+    };
+    // On commit, before any caller hears back, and whether or not it still listens (an admin
+    // client that went away must not leave the acceptance filter stale).
+    if committed.invited
+        && let Some(n) = invitations_added
+    {
+        n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
     let mut changes: Vec<Change> = Vec::with_capacity(done.len());
     for d in &done {
         match d {
@@ -816,7 +850,7 @@ pub(crate) fn write_batch(
             }
         }
     }
-    queued
+    committed
 }
 
 fn fail(job: Job, msg: &str) {

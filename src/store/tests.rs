@@ -410,7 +410,7 @@ fn batch_with_duplicate_in_the_middle_commits_the_others() {
         id: "blid_missing".into(),
         reply,
     });
-    write_batch(&mut conn, jobs, &events, None);
+    write_batch(&mut conn, jobs, &events, None, None);
 
     let results: Vec<_> = replies
         .into_iter()
@@ -483,7 +483,7 @@ fn failed_batch_fails_every_op() {
             reply: reply2,
         },
     ];
-    write_batch(&mut conn, jobs, &events, None);
+    write_batch(&mut conn, jobs, &events, None, None);
     assert!(matches!(
         rx1.try_recv().unwrap(),
         Err(StoreError::Unavailable(_))
@@ -1297,4 +1297,31 @@ async fn invitations_list_can_be_limited_to_one_identifier_type() {
         .unwrap();
     assert_eq!((rows.len(), total), (1, 1));
     assert_eq!(rows[0].identifier, "a@x.com");
+}
+
+/// An invitation created by a caller that stopped waiting (an admin client that disconnected)
+/// still moves the invitations version once it commits, so the acceptance filter learns of
+/// it; and the invitation is there.
+#[tokio::test]
+async fn a_create_whose_caller_went_away_still_moves_the_invitations_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    let before = store.invitations_version();
+    // Polled once (the op is handed to the writer), then dropped.
+    let gone = tokio::time::timeout(
+        std::time::Duration::ZERO,
+        store.create_invitations(vec![invite("late@acme.com")]),
+    )
+    .await;
+    assert!(gone.is_err(), "the create finished within its first poll");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.invitations_version() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the version never moved"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let pending = store.pending_invitation_identifiers().await.unwrap();
+    assert!(pending.contains("late@acme.com"), "{pending:?}");
 }
