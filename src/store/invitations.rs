@@ -534,7 +534,11 @@ fn allow_with_invitation(
 ) -> Result<(StoredEntry, Invitation), StoreError> {
     let inv = match pending_for(conn, &n.identifier, now)? {
         Some(existing) => {
-            if let Some(channel) = n.deliver {
+            // Its message is queued or sent already: not a second copy (with another
+            // Message-ID, which receivers cannot drop). One that failed is queued again.
+            if let Some(channel) = n.deliver
+                && !delivery_underway(conn, &existing.id, channel)?
+            {
                 queue(conn, &existing, channel, now)?;
             }
             existing
@@ -543,6 +547,16 @@ fn allow_with_invitation(
     };
     let stored = insert_entry_with(conn, ListKind::Allow, entry, Some(&inv.id))?;
     Ok((stored, inv))
+}
+
+/// Whether invitation `id` has a delivery on `channel` that is pending or sent.
+fn delivery_underway(conn: &Connection, id: &str, channel: Channel) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "SELECT 1 FROM deliveries WHERE invitation_id = ?1 AND channel = ?2 \
+         AND state IN ('pending', 'sent') LIMIT 1",
+    )
+    .and_then(|mut s| s.exists(params![id, channel.as_str()]))
+    .map_err(unavailable)
 }
 
 fn get_effective(conn: &Connection, id: &str, now: i64) -> Result<Option<Invitation>, StoreError> {

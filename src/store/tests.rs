@@ -947,7 +947,8 @@ async fn allowlist_with_invitation_is_one_transaction_and_delete_revokes() {
     assert_eq!(total, 1);
     assert_eq!(store.deliveries_of(&inv.id).await.unwrap().len(), 1);
 
-    // A pending invitation for the address is reused (one more delivery, no new invitation).
+    // A pending invitation for the address is reused: no new invitation, and no second
+    // message while its first is queued (a copy with another Message-ID).
     let pre = store
         .create_invitations(vec![invite("b@x.com")])
         .await
@@ -959,7 +960,23 @@ async fn allowlist_with_invitation_is_one_transaction_and_delete_revokes() {
         .unwrap();
     assert_eq!(ib.id, pre.id);
     assert_eq!(eb.invitation_id.as_deref(), Some(pre.id.as_str()));
-    assert_eq!(store.deliveries_of(&pre.id).await.unwrap().len(), 2);
+    assert_eq!(store.deliveries_of(&pre.id).await.unwrap().len(), 1);
+    // Once its message failed for good, reusing it queues one again.
+    let c = store
+        .create_invitations(vec![invite("c@x.com")])
+        .await
+        .unwrap()
+        .remove(0);
+    let failed = store.deliveries_of(&c.id).await.unwrap().remove(0);
+    store
+        .delivery_give_up(failed.id, "relay refused".into())
+        .await
+        .unwrap();
+    store
+        .insert_invited(email("c@x.com"), invite("c@x.com"))
+        .await
+        .unwrap();
+    assert_eq!(store.deliveries_of(&c.id).await.unwrap().len(), 2);
 
     // Deleting the entry revokes the pending invitation and gives up its deliveries.
     store.delete(ListKind::Allow, &entry.id).await.unwrap();
@@ -972,9 +989,10 @@ async fn allowlist_with_invitation_is_one_transaction_and_delete_revokes() {
     drop(store);
     let store = Store::open_sqlite(&path).unwrap();
     let state = store.load().unwrap();
-    assert_eq!(state.entries.len(), 1);
+    assert_eq!(state.entries.len(), 2);
+    let b = state.entries.iter().find(|e| e.identifier == "b@x.com");
     assert_eq!(
-        state.entries[0].invitation_id.as_deref(),
+        b.and_then(|e| e.invitation_id.as_deref()),
         Some(pre.id.as_str())
     );
     let again = store.get_invitation(&inv.id).await.unwrap().unwrap();
@@ -983,13 +1001,16 @@ async fn allowlist_with_invitation_is_one_transaction_and_delete_revokes() {
     let reopened = store.get_invitation(&pre.id).await.unwrap().unwrap();
     assert_eq!(reopened, pre);
     let counts = store.delivery_counts().await.unwrap();
-    assert_eq!((counts.pending, counts.failed), (2, 1));
+    assert_eq!((counts.pending, counts.failed), (2, 2));
     let due = store
         .due_deliveries(sqlite::now_ms() + 1, 10)
         .await
         .unwrap();
-    assert_eq!(due.len(), 2);
-    assert!(due.iter().all(|d| d.invitation_id == pre.id));
+    let mut ids: Vec<&str> = due.iter().map(|d| d.invitation_id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = [pre.id.as_str(), c.id.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
 }
 
 #[test]
@@ -1307,6 +1328,10 @@ async fn a_create_whose_caller_went_away_still_moves_the_invitations_version() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&db(&dir)).unwrap();
     let before = store.invitations_version();
+    // Another connection holds the write lock: the writer waits (busy timeout), so the
+    // caller cannot have its answer before it gives up.
+    let blocker = Connection::open(db(&dir)).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     // Polled once (the op is handed to the writer), then dropped.
     let gone = tokio::time::timeout(
         std::time::Duration::ZERO,
@@ -1314,6 +1339,13 @@ async fn a_create_whose_caller_went_away_still_moves_the_invitations_version() {
     )
     .await;
     assert!(gone.is_err(), "the create finished within its first poll");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        store.invitations_version(),
+        before,
+        "moved before the commit"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while store.invitations_version() == before {
         assert!(
