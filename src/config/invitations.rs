@@ -430,15 +430,25 @@ fn smtp(r: &S<RawSmtp>, base: &Path, e: &mut Errors) -> Option<SmtpConfig> {
         ),
         (None, None) => {}
     }
-    if v.from.value.parse::<lettre::message::Mailbox>().is_err() {
-        e.at(
+    match v.from.value.parse::<lettre::message::Mailbox>() {
+        // The envelope sender must be ASCII: relays without SMTPUTF8 refuse every message
+        // otherwise (the display name may be anything; it is encoded in the header).
+        Ok(m) if !m.email.to_string().is_ascii() => e.at(
             "invitations.email.from",
             &v.from,
-            format!(
-                "`{}` is not a mailbox; write e.g. `no-reply@example.com` or `Example <no-reply@example.com>`",
-                v.from.value.escape_debug()
-            ),
-        );
+            "the address must be ASCII (write an internationalized domain in its xn-- form)",
+        ),
+        Ok(_) => {}
+        Err(_) => {
+            e.at(
+                "invitations.email.from",
+                &v.from,
+                format!(
+                    "`{}` is not a mailbox; write e.g. `no-reply@example.com` or `Example <no-reply@example.com>`",
+                    v.from.value.escape_debug()
+                ),
+            );
+        }
     }
     let ca = ca(v.ca.as_ref(), "invitations.email.ca", base, e);
     let timeout = dur(
@@ -867,6 +877,15 @@ mod tests {
                 5,
                 11,
                 "is not a mailbox",
+            ),
+            (
+                format!(
+                    "{url}  email:\n    host: smtp.example.com\n    from: \"Bücher <no-reply@bücher.de>\"\n"
+                ),
+                "invitations.email.from",
+                5,
+                11,
+                "must be ASCII",
             ),
             (
                 format!(
