@@ -1,8 +1,8 @@
 //! The outbox worker: one task per gate that sends the store's due deliveries, one at a time.
 //!
 //! It wakes when the store commits new delivery rows ([`Store::deliveries_notify`]), when a
-//! retry it scheduled falls due, and every `poll_interval` (so a restart, or a row written by
-//! another process, resumes the queue). For each due delivery: render, send, then mark —
+//! retry it scheduled falls due, and every `poll_interval` (so a restart resumes the queue;
+//! one gate holds the store, see `store::lock_exclusive`). For each due delivery: render, send, then mark —
 //! `sent` only after the relay accepted the message; on failure `retry` with exponential
 //! backoff and jitter, or `failed` when the next try would fall after the invitation's expiry
 //! (or the message can never be built). A relay that is down therefore means the message
@@ -167,6 +167,36 @@ impl Worker {
             .min()
     }
 
+    /// Writes every outcome held in memory that the store takes now, whatever became of its
+    /// row since (an invitation accepted, revoked or expired meanwhile no longer comes back
+    /// as due: its held outcome would otherwise stay, and keep the worker waiting). The
+    /// store's updates only touch pending rows, so a row settled otherwise is left as it is.
+    async fn flush_unrecorded(&self) {
+        let held: Vec<(i64, Pending)> = self
+            .unrecorded()
+            .iter()
+            .map(|(id, p)| (*id, p.clone()))
+            .collect();
+        for (id, p) in held {
+            let stored = match &p {
+                Pending::Sent => self.store.delivery_sent(id, now_ms()).await,
+                Pending::Retry {
+                    attempts,
+                    at,
+                    error,
+                } => {
+                    self.store
+                        .delivery_retry(id, *attempts, *at, error.clone())
+                        .await
+                }
+                Pending::GaveUp { error } => self.store.delivery_give_up(id, error.clone()).await,
+            };
+            if stored.is_ok() {
+                self.unrecorded().remove(&id);
+            }
+        }
+    }
+
     /// Deals with `d` if an outcome of it is still unrecorded: records it if the store takes
     /// it now (the attempt is not repeated), or leaves it for later. `None`: nothing held
     /// back, or a retry whose time has come (its attempt count is returned through `attempts`).
@@ -229,6 +259,7 @@ impl Worker {
             if *stop.borrow() {
                 break;
             }
+            self.flush_unrecorded().await;
             let now = now_ms();
             if soonest.is_some_and(|t| t <= now) {
                 soonest = None;
@@ -574,6 +605,19 @@ mod tests {
         assert_eq!(d1[0].attempts, 1);
         assert!(store.due_deliveries(now_ms(), 10).await.unwrap().is_empty());
         assert_eq!(worker.next_unrecorded(now_ms()), None, "all recorded");
+
+        // A held outcome whose row will not come back as due (its invitation revoked
+        // meanwhile) is written at the next pass all the same, and no longer held.
+        store.revoke_invitation(&made[1].id).await.unwrap();
+        worker.remember(due[1].id, Pending::Sent);
+        worker.flush_unrecorded().await;
+        assert_eq!(worker.next_unrecorded(now_ms()), None, "still held");
+        let d1 = store.deliveries_of(&made[1].id).await.unwrap();
+        assert_eq!(
+            d1[0].state,
+            DeliveryState::Failed,
+            "a given-up row stays so"
+        );
     }
 
     #[test]

@@ -470,7 +470,8 @@ impl Reloader {
         st.generation = generation;
         st.debounce = inputs.config.reload.debounce;
         st.interval = inputs.config.reload.interval.unwrap_or(Duration::ZERO);
-        st.watch(watched_files(&inputs));
+        // The files of the config in force (and no longer those a previous one named).
+        st.watched = watched_files(&inputs);
         Some(Outcome::Applied {
             generation,
             warnings,

@@ -253,17 +253,25 @@ pub enum StoreError {
 /// a check, not a lease) and neither would apply the other's writes to its lists. Refused
 /// while another process holds it (`idgate check` reads the store without it).
 pub fn lock_exclusive(db: &Path) -> Result<std::fs::File, StoreError> {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".lock");
-    let path = PathBuf::from(name);
     let err = |message: String| StoreError::Open {
         path: db.to_path_buf(),
         message,
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| err(format!("creating {}: {e}", parent.display())))?;
-    }
+    let parent = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| err(format!("creating {}: {e}", parent.display())))?;
+    // Named after the file SQLite opens (symlinks resolved): two configs naming one
+    // database by different paths take the same lock.
+    let real = std::fs::canonicalize(db).or_else(|_| {
+        std::fs::canonicalize(parent).map(|p| p.join(db.file_name().unwrap_or_default()))
+    });
+    let real = real.map_err(|e| err(format!("resolving {}: {e}", db.display())))?;
+    let mut name = real.into_os_string();
+    name.push(".lock");
+    let path = PathBuf::from(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -1357,3 +1357,30 @@ async fn a_create_whose_caller_went_away_still_moves_the_invitations_version() {
     let pending = store.pending_invitation_identifiers().await.unwrap();
     assert!(pending.contains("late@acme.com"), "{pending:?}");
 }
+
+/// One holder per database, however it is named (a symlink, a `..` step); released when
+/// dropped.
+#[cfg(unix)]
+#[test]
+fn the_store_lock_is_one_per_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("idgate.db");
+    let held = lock_exclusive(&db).unwrap();
+    std::fs::write(&db, b"").unwrap();
+    std::os::unix::fs::symlink(&db, dir.path().join("link.db")).unwrap();
+    for other in [
+        dir.path().join("link.db"),
+        dir.path().join("data/../data/idgate.db"),
+    ] {
+        match lock_exclusive(&other) {
+            Err(StoreError::Open { message, .. }) => {
+                assert!(message.contains("another idgate process"), "{message}")
+            }
+            Ok(_) => panic!("{} took the lock of a database in use", other.display()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(lock_exclusive(&dir.path().join("data").join("other.db")).is_ok());
+    drop(held);
+    assert!(lock_exclusive(&dir.path().join("link.db")).is_ok());
+}

@@ -160,6 +160,20 @@ impl Triggers {
             .chain(scope.ancestors.keys())
             .cloned()
             .collect();
+        // The new scope joins the old one before any new watch is set: an event from a
+        // directory watched a moment ago is judged by it. The old part goes once all are set.
+        {
+            let mut shared = self.scope.write().unwrap_or_else(|p| p.into_inner());
+            shared.names.extend(scope.names.iter().cloned());
+            shared.own.extend(scope.own.iter().cloned());
+            for (dir, names) in &scope.ancestors {
+                shared
+                    .ancestors
+                    .entry(dir.clone())
+                    .or_default()
+                    .extend(names.iter().cloned());
+            }
+        }
         self.watching.retain(|x| {
             let keep = wanted.contains(&x.path);
             if !keep && x.ok {
@@ -270,7 +284,9 @@ fn watch_points(dir: &Path) -> Vec<(PathBuf, Option<OsString>)> {
         }
         below = Some(a);
     }
-    let Some(existing) = existing else {
+    // A relative path whose first step is missing: its base is the working directory.
+    let dot = Path::new(".");
+    let Some(existing) = existing.or_else(|| dir.is_relative().then_some(dot)) else {
         return points;
     };
     match below.and_then(Path::file_name) {
@@ -306,7 +322,8 @@ fn concerns(paths: &[PathBuf], scope: &RwLock<Scope>) -> bool {
     }
     let scope = scope.read().unwrap_or_else(|p| p.into_inner());
     paths.iter().any(|p| {
-        if scope.own.contains(p) {
+        // A watched directory itself deleted or moved away.
+        if scope.own.contains(p) || scope.ancestors.contains_key(p) {
             return true;
         }
         let Some(name) = p.file_name() else {
@@ -314,10 +331,11 @@ fn concerns(paths: &[PathBuf], scope: &RwLock<Scope>) -> bool {
         };
         let parent = parent_dir(p);
         if !scope.own.contains(&parent) {
-            return scope
-                .ancestors
-                .get(&parent)
-                .is_some_and(|names| names.contains(name));
+            // The name it is watched for, or a Kubernetes `..data` swap that a symlink
+            // there may lead through (`conf -> ..data/conf`).
+            return scope.ancestors.get(&parent).is_some_and(|names| {
+                names.contains(name) || name.as_encoded_bytes().starts_with(b"..")
+            });
         }
         scope.names.contains(name)
             // Kubernetes' atomic writer (ConfigMap and Secret volumes) renames a new `..data`
