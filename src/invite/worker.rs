@@ -501,12 +501,9 @@ mod tests {
     use crate::identifier::Kind;
     use crate::store::{DeliveryState, IdentifierType, NewInvitation};
 
-    /// An invitation whose delivery was read as due and then revoked is not sent: the claim
-    /// fails, the delivery is given up, and the worker never reaches the relay (a closed port
-    /// here, which would have made it a `Retry`).
-    #[tokio::test]
-    async fn a_delivery_revoked_after_its_batch_was_read_is_not_sent() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store in `dir` and a worker whose email relay is a closed port (any send is a
+    /// `Retry`).
+    fn closed_relay_worker(dir: &tempfile::TempDir) -> (Arc<Store>, Worker) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -521,6 +518,16 @@ mod tests {
         assert!(inv_cfg.can_deliver(Kind::Email));
         let store = Arc::new(Store::open_sqlite(&dir.path().join("s.db")).unwrap());
         let worker = Worker::new(store.clone(), inv_cfg).unwrap();
+        (store, worker)
+    }
+
+    /// An invitation whose delivery was read as due and then revoked is not sent: the claim
+    /// fails, the delivery is given up, and the worker never reaches the relay (a closed port
+    /// here, which would have made it a `Retry`).
+    #[tokio::test]
+    async fn a_delivery_revoked_after_its_batch_was_read_is_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, worker) = closed_relay_worker(&dir);
         let made = store
             .create_invitations(vec![NewInvitation {
                 identifier: "late@acme.com".into(),
@@ -549,18 +556,7 @@ mod tests {
     #[tokio::test]
     async fn an_unrecorded_outcome_is_recorded_later_and_never_repeated() {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let text = format!(
-            "listen:\n  - addr: 127.0.0.1:0\nupstream: http://127.0.0.1:9\nstore: {{sqlite: {db}}}\ninvitations:\n  url: \"https://app.example.com/accept?token={{{{token}}}}\"\n  email: {{host: 127.0.0.1, port: {port}, tls: none, from: no-reply@acme.com, timeout: 2s}}\n",
-            db = dir.path().join("s.db").display()
-        );
-        let cfg = crate::config::from_str(&text, &dir.path().join("c.yaml")).unwrap();
-        let store = Arc::new(Store::open_sqlite(&dir.path().join("s.db")).unwrap());
-        let worker = Worker::new(store.clone(), cfg.invitations.clone().unwrap()).unwrap();
+        let (store, worker) = closed_relay_worker(&dir);
         let invite = |who: &str| NewInvitation {
             identifier: who.into(),
             identifier_type: IdentifierType::EmailAddress,
