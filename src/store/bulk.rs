@@ -30,9 +30,15 @@ pub const NAMED_OFFENDERS: usize = 10;
 /// What to do to one list.
 #[derive(Debug, Clone)]
 pub enum BulkOp {
-    /// The list's API-managed entries become exactly these (entries already there keep their
-    /// id and timestamps; duplicates by key are dropped, the first kept).
-    Replace(Vec<NewEntry>),
+    /// The list's API-managed entries become exactly `entries` (entries already there keep
+    /// their id and timestamps; duplicates by key are dropped, the first kept), and the rows
+    /// whose key is in `keep` stay if they are there (the caller's entries that the config or
+    /// a list file holds: not added to the store, but not taken from it either; decided in
+    /// the transaction, so a row written a moment before is kept too).
+    Replace {
+        entries: Vec<NewEntry>,
+        keep: Vec<String>,
+    },
     /// These are added; those whose key is already there are reported, not errors.
     Append(Vec<NewEntry>),
     /// The entries with these keys are removed; keys not there are reported, not errors.
@@ -71,7 +77,7 @@ pub(crate) fn run(conn: &Connection, writes: &[BulkWrite]) -> Result<Vec<BulkRes
     writes
         .iter()
         .map(|w| match &w.op {
-            BulkOp::Replace(entries) => replace(conn, w.list, entries, w.limit),
+            BulkOp::Replace { entries, keep } => replace(conn, w.list, entries, keep, w.limit),
             BulkOp::Append(entries) => append(conn, w.list, entries, w.limit),
             BulkOp::Remove(entries) => remove(conn, w.list, entries),
         })
@@ -157,8 +163,10 @@ fn replace(
     conn: &Connection,
     list: ListKind,
     entries: &[NewEntry],
+    keep: &[String],
     limit: usize,
 ) -> Result<BulkResult, StoreError> {
+    let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
     let mut seen = HashSet::with_capacity(entries.len());
     let wanted: Vec<&NewEntry> = entries
         .iter()
@@ -187,7 +195,7 @@ fn replace(
     let mut kept: HashMap<&str, &StoredEntry> = HashMap::with_capacity(existing.len());
     let now = now_ms();
     for e in &existing {
-        if seen.contains(e.key.as_str()) {
+        if seen.contains(e.key.as_str()) || keep.contains(e.key.as_str()) {
             kept.insert(e.key.as_str(), e);
         } else {
             conn.prepare_cached("DELETE FROM entries WHERE id = ?1")

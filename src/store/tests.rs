@@ -562,7 +562,10 @@ async fn bulk_replace_append_remove_in_one_op_and_limits_roll_back() {
     };
     let r = store
         .bulk(vec![w(
-            BulkOp::Replace(vec![email("a@x.com"), email("b@x.com"), email("a@x.com")]),
+            BulkOp::Replace {
+                entries: vec![email("a@x.com"), email("b@x.com"), email("a@x.com")],
+                keep: Vec::new(),
+            },
             10,
         )])
         .await
@@ -593,7 +596,10 @@ async fn bulk_replace_append_remove_in_one_op_and_limits_roll_back() {
     }
     let e = store
         .bulk(vec![w(
-            BulkOp::Replace(vec![email("x@x.com"), email("y@x.com"), email("z@x.com")]),
+            BulkOp::Replace {
+                entries: vec![email("x@x.com"), email("y@x.com"), email("z@x.com")],
+                keep: Vec::new(),
+            },
             2,
         )])
         .await
@@ -1228,7 +1234,10 @@ async fn bulk_removal_from_the_allow_list_revokes_pending_invitations() {
     store
         .bulk(vec![BulkWrite {
             list: ListKind::Allow,
-            op: BulkOp::Replace(vec![email("c@x.com"), email("d@x.com")]),
+            op: BulkOp::Replace {
+                entries: vec![email("c@x.com"), email("d@x.com")],
+                keep: Vec::new(),
+            },
             limit: 10,
         }])
         .await
@@ -1383,4 +1392,37 @@ fn the_store_lock_is_one_per_database_file() {
     assert!(lock_exclusive(&dir.path().join("data").join("other.db")).is_ok());
     drop(held);
     assert!(lock_exclusive(&dir.path().join("link.db")).is_ok());
+}
+
+/// A replace's `keep` keys: a row with one of them stays (id and all), one without a row is
+/// not added; every other row not in `entries` goes.
+#[tokio::test]
+async fn a_replace_keeps_the_rows_it_is_told_to_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&db(&dir)).unwrap();
+    let w = |op| BulkWrite {
+        list: ListKind::Block,
+        op,
+        limit: 10,
+    };
+    let first = store
+        .bulk(vec![w(BulkOp::Append(vec![email("a@x.com"), email("b@x.com")]))])
+        .await
+        .unwrap();
+    let a_id = first[0].added[0].id.clone();
+    let r = store
+        .bulk(vec![w(BulkOp::Replace {
+            entries: vec![email("c@x.com")],
+            keep: vec!["x:a@x.com".into(), "x:q@x.com".into()],
+        })])
+        .await
+        .unwrap();
+    let removed: Vec<&str> = r[0].removed.iter().map(|e| e.identifier.as_str()).collect();
+    assert_eq!(removed, ["b@x.com"]);
+    let rows = store.list(ListKind::Block, None, 0).await.unwrap().0;
+    let mut names: Vec<&str> = rows.iter().map(|e| e.identifier.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a@x.com", "c@x.com"]);
+    assert!(rows.iter().any(|e| e.id == a_id));
+    assert_eq!(r[0].total, 2);
 }

@@ -245,17 +245,19 @@ async fn write(
         };
         let op = match mode {
             Mode::Replace | Mode::Append => {
-                // An entry the config or a list file holds is not written to the store,
-                // unless the store holds it too (added through an API before it went into a
-                // file): a PUT that lists it must keep that row, its id and its invitation.
-                let live = snap.store.read(list);
-                let (in_config, rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| {
-                    config.get_by_key(&e.key).is_some() && live.get_by_key(&e.key).is_none()
-                });
-                drop(live);
+                // An entry the config or a list file holds is not written to the store. A
+                // PUT that lists it keeps the store's row for it if there is one (added
+                // through an API before it went into a file): its id and its invitation.
+                let (in_config, rest): (Vec<_>, Vec<_>) = entries
+                    .into_iter()
+                    .partition(|e| config.get_by_key(&e.key).is_some());
+                let keep = in_config.iter().map(|e| e.key.clone()).collect();
                 report.in_config = in_config.into_iter().map(|e| e.identifier).collect();
                 if mode == Mode::Replace {
-                    BulkOp::Replace(rest)
+                    BulkOp::Replace {
+                        entries: rest,
+                        keep,
+                    }
                 } else {
                     BulkOp::Append(rest)
                 }
