@@ -1406,7 +1406,10 @@ async fn a_replace_keeps_the_rows_it_is_told_to_keep() {
         limit: 10,
     };
     let first = store
-        .bulk(vec![w(BulkOp::Append(vec![email("a@x.com"), email("b@x.com")]))])
+        .bulk(vec![w(BulkOp::Append(vec![
+            email("a@x.com"),
+            email("b@x.com"),
+        ]))])
         .await
         .unwrap();
     let a_id = first[0].added[0].id.clone();
