@@ -178,22 +178,26 @@ impl Worker {
             .map(|(id, p)| (*id, p.clone()))
             .collect();
         for (id, p) in held {
-            let stored = match &p {
-                Pending::Sent => self.store.delivery_sent(id, now_ms()).await,
-                Pending::Retry {
-                    attempts,
-                    at,
-                    error,
-                } => {
-                    self.store
-                        .delivery_retry(id, *attempts, *at, error.clone())
-                        .await
-                }
-                Pending::GaveUp { error } => self.store.delivery_give_up(id, error.clone()).await,
-            };
-            if stored.is_ok() {
+            if self.record(id, &p).await.is_ok() {
                 self.unrecorded().remove(&id);
             }
+        }
+    }
+
+    /// Writes held outcome `p` of delivery `id` to the store.
+    async fn record(&self, id: i64, p: &Pending) -> Result<(), StoreError> {
+        match p {
+            Pending::Sent => self.store.delivery_sent(id, now_ms()).await,
+            Pending::Retry {
+                attempts,
+                at,
+                error,
+            } => {
+                self.store
+                    .delivery_retry(id, *attempts, *at, error.clone())
+                    .await
+            }
+            Pending::GaveUp { error } => self.store.delivery_give_up(id, error.clone()).await,
         }
     }
 
@@ -202,37 +206,23 @@ impl Worker {
     /// back, or a retry whose time has come (its attempt count is returned through `attempts`).
     async fn settle(&self, d: &Delivery, attempts: &mut u32) -> Option<Outcome> {
         let pending = self.unrecorded().remove(&d.id)?;
-        let now = now_ms();
-        let stored = match &pending {
-            Pending::Sent => self.store.delivery_sent(d.id, now).await,
+        let outcome = match &pending {
             Pending::Retry {
                 attempts: n, at, ..
-            } if *at <= now => {
+            } if *at <= now_ms() => {
                 *attempts = (*attempts).max(*n);
                 return None;
             }
-            Pending::Retry {
-                attempts: n,
-                at,
-                error,
-            } => {
-                self.store
-                    .delivery_retry(d.id, *n, *at, error.clone())
-                    .await
-            }
-            Pending::GaveUp { error } => self.store.delivery_give_up(d.id, error.clone()).await,
-        };
-        let outcome = match &pending {
-            Pending::Sent => Outcome::Sent,
             Pending::Retry { at, error, .. } => Outcome::Retry {
                 at: *at,
                 error: error.clone(),
             },
+            Pending::Sent => Outcome::Sent,
             Pending::GaveUp { error } => Outcome::Failed {
                 error: error.clone(),
             },
         };
-        if stored.is_err() {
+        if self.record(d.id, &pending).await.is_err() {
             self.remember(d.id, pending);
         }
         Some(outcome)
@@ -501,6 +491,19 @@ mod tests {
     use crate::identifier::Kind;
     use crate::store::{DeliveryState, IdentifierType, NewInvitation};
 
+    /// An email invitation for `who`, valid for a day.
+    fn invite(who: &str) -> NewInvitation {
+        NewInvitation {
+            identifier: who.into(),
+            identifier_type: IdentifierType::EmailAddress,
+            public_metadata: serde_json::json!({}),
+            redirect_url: None,
+            expires_at: Some(now_ms() + 86_400_000),
+            ignore_existing: false,
+            deliver: Some(Channel::Email),
+        }
+    }
+
     /// A store in `dir` and a worker whose email relay is a closed port (any send is a
     /// `Retry`).
     fn closed_relay_worker(dir: &tempfile::TempDir) -> (Arc<Store>, Worker) {
@@ -529,15 +532,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, worker) = closed_relay_worker(&dir);
         let made = store
-            .create_invitations(vec![NewInvitation {
-                identifier: "late@acme.com".into(),
-                identifier_type: IdentifierType::EmailAddress,
-                public_metadata: serde_json::json!({}),
-                redirect_url: None,
-                expires_at: Some(now_ms() + 86_400_000),
-                ignore_existing: false,
-                deliver: Some(Channel::Email),
-            }])
+            .create_invitations(vec![invite("late@acme.com")])
             .await
             .unwrap();
         let due = store.due_deliveries(now_ms(), 10).await.unwrap();
@@ -557,15 +552,6 @@ mod tests {
     async fn an_unrecorded_outcome_is_recorded_later_and_never_repeated() {
         let dir = tempfile::tempdir().unwrap();
         let (store, worker) = closed_relay_worker(&dir);
-        let invite = |who: &str| NewInvitation {
-            identifier: who.into(),
-            identifier_type: IdentifierType::EmailAddress,
-            public_metadata: serde_json::json!({}),
-            redirect_url: None,
-            expires_at: Some(now_ms() + 86_400_000),
-            ignore_existing: false,
-            deliver: Some(Channel::Email),
-        };
         let made = store
             .create_invitations(vec![invite("sent@acme.com"), invite("later@acme.com")])
             .await

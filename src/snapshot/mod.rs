@@ -782,6 +782,19 @@ pub(crate) mod tests {
         compile(&inputs, 1).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Inputs from a config with no route, `body` appended, and `list_files`.
+    fn inputs_with(body: &str, list_files: Vec<ListFile>) -> Inputs {
+        let text =
+            format!("listen: [{{ addr: 127.0.0.1:0 }}]\nupstream: http://127.0.0.1:1\n{body}");
+        let config = crate::config::from_str(&text, std::path::Path::new("t.yaml")).unwrap();
+        Inputs {
+            config_path: "t.yaml".into(),
+            config,
+            list_files,
+            store: StoreView::default(),
+        }
+    }
+
     pub(crate) fn minimal() -> Snapshot {
         from_yaml("")
     }
@@ -826,19 +839,15 @@ pub(crate) mod tests {
     /// A rejected line is quoted in part: warnings are logged and served by the status API.
     #[test]
     fn a_long_rejected_line_is_quoted_in_part() {
-        let text = "listen: [{ addr: 127.0.0.1:0 }]\nupstream: http://127.0.0.1:1\n";
-        let config = crate::config::from_str(text, std::path::Path::new("t.yaml")).unwrap();
         let long = format!("{}@@x.com", "a".repeat(1_000_000));
-        let inputs = Inputs {
-            config_path: "t.yaml".into(),
-            config,
-            list_files: vec![ListFile::from_text(
+        let inputs = inputs_with(
+            "",
+            vec![ListFile::from_text(
                 "b.txt",
                 ListKind::Block,
                 &format!("b@x.com\n{long}\n"),
             )],
-            store: StoreView::default(),
-        };
+        );
         let snap = compile(&inputs, 1).unwrap();
         let w: Vec<&String> = snap
             .warnings
@@ -855,18 +864,14 @@ pub(crate) mod tests {
 
     #[test]
     fn compile_reports_every_bad_inline_entry_and_max_entries() {
-        let text = "listen: [{ addr: 127.0.0.1:0 }]\nupstream: http://127.0.0.1:1\nlists:\n  allow: [\"bad@@x\", \"ok@x.com\", \"x.com\"]\n  block: [\"+1\"]\n";
-        let config = crate::config::from_str(text, std::path::Path::new("t.yaml")).unwrap();
-        let inputs = Inputs {
-            config_path: "t.yaml".into(),
-            config,
-            list_files: vec![ListFile::from_text(
+        let inputs = inputs_with(
+            "lists:\n  allow: [\"bad@@x\", \"ok@x.com\", \"x.com\"]\n  block: [\"+1\"]\n",
+            vec![ListFile::from_text(
                 "big.txt",
                 ListKind::Block,
                 "a@x.com\nb@x.com\nc@x.com\n",
             )],
-            store: StoreView::default(),
-        };
+        );
         let err = compile(&inputs, 1).unwrap_err().to_string();
         assert!(err.contains("lists.allow[0]"), "{err}");
         assert!(err.contains("lists.allow[2]"), "{err}");
